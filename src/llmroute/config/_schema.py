@@ -1,0 +1,160 @@
+"""Frozen configuration objects: the only form of config the rest of the code sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_COMPLETION_ESTIMATE",
+    "DEFAULT_COOLDOWN_SECONDS",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_WAIT_SECONDS",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "LimitSpec",
+    "LimitsConfig",
+    "ModelConfig",
+    "ModelsConfig",
+    "OnLimit",
+    "Price",
+    "ProviderConfig",
+    "ProviderType",
+    "RouterConfig",
+    "Secret",
+    "StateConfig",
+    "Strategy",
+]
+
+ProviderType = Literal["openai_compatible", "google_ai_studio", "codex_cli", "claude_code"]
+OnLimit = Literal["sleep", "fallback"]
+RotationStrategy = Literal["round_robin", "failover"]
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CLI_TIMEOUT = 300.0
+DEFAULT_RETRIES = 2
+DEFAULT_COOLDOWN_SECONDS = 60.0
+DEFAULT_MAX_CONCURRENCY = 2
+DEFAULT_MAX_WAIT_SECONDS = 10.0
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_COMPLETION_ESTIMATE = 256
+
+
+class Secret:
+    """A credential whose repr and str never show it; `.reveal()` is the one way out."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    name: str
+    type: ProviderType
+    base_url: str | None = None
+    #: usable keys in slot order (`{name}#{i}`), empty entries already dropped
+    keys: tuple[Secret, ...] = ()
+    #: True when the provider takes keys at all (HTTP types); False for CLIs
+    uses_keys: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    headers: Mapping[str, str] = field(default_factory=dict)
+    paid: bool = False
+    rotation: RotationStrategy = "round_robin"
+    cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
+    #: CLI providers: argv template (`{model}` substituted) and extra child environment
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Price:
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    id: str
+    provider: str
+    #: the provider's own name for the model
+    model: str
+    paid: bool = False
+    context_window: int | None = None
+    price: Price | None = None
+    #: resolved chain entries (model ids), route names already expanded
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelsConfig:
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    #: route name -> model ids, nested route names already expanded
+    routes: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitSpec:
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    per_key: bool = False
+    on_limit: OnLimit | None = None
+    max_wait_seconds: float | None = None
+
+    @property
+    def is_unlimited(self) -> bool:
+        return self.rpm is None and self.tpm is None and self.rpd is None and self.tpd is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Strategy:
+    on_limit: OnLimit = "sleep"
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    deadline_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    backend: Literal["memory", "redis"] = "memory"
+    url: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    defaults: LimitSpec = field(default_factory=LimitSpec)
+    strategy: Strategy = field(default_factory=Strategy)
+    completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE
+    state: StateConfig = field(default_factory=StateConfig)
+    models: Mapping[str, LimitSpec] = field(default_factory=dict)
+
+    def for_model(self, model_id: str) -> LimitSpec:
+        return self.models.get(model_id, self.defaults)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterConfig:
+    models: ModelsConfig
+    limits: LimitsConfig

@@ -1,0 +1,139 @@
+"""Every exception llmroute raises.
+
+    LLMRouteError
+    ├── ConfigError               config unreadable, malformed or inconsistent (at construction)
+    ├── UnknownTargetError        target is neither a model id nor a route
+    └── RequestError              a request could not be served; .attempts lists every attempt
+        ├── PaidModelBlockedError     a paid model asked for directly while paid models are off
+        ├── ProviderUnavailableError  a model asked for directly has no credentials / no binary
+        ├── ProviderError             the provider's answer for a one-candidate request
+        └── RoutingError              every candidate was skipped or failed
+            └── RateLimitedError      ... and every failure was a rate limit (local or remote)
+
+Messages never contain an API key: the router scrubs every known secret from provider
+answers before they reach an exception, a log line or a trace row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmroute.trace import Attempt
+
+__all__ = [
+    "ConfigError",
+    "LLMRouteError",
+    "PaidModelBlockedError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "RequestError",
+    "RoutingError",
+    "StreamInterruptedError",
+    "UnknownTargetError",
+]
+
+
+class LLMRouteError(Exception):
+    """Root of every llmroute exception: `except LLMRouteError` catches them all."""
+
+
+class ConfigError(LLMRouteError):
+    """The configuration is unreadable, malformed or inconsistent.
+
+    `problems` lists each one as `source: key.path: what is wrong`.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            listed = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{len(self.problems)} configuration problems:\n{listed}"
+        super().__init__(message)
+
+
+class UnknownTargetError(LLMRouteError, KeyError):
+    """The target is neither a model id nor a route name."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(target)
+
+    def __str__(self) -> str:
+        return f"unknown target {self.target!r}: not a model id nor a route name"
+
+
+class RequestError(LLMRouteError):
+    """A request could not be served. `attempts` is the routing trace up to the failure."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+        super().__init__(message)
+        self.attempts: list[Attempt] = list(attempts)
+
+
+class PaidModelBlockedError(RequestError):
+    """A paid model was asked for directly while paid models are off (USE_PAID_MODELS)."""
+
+
+class ProviderUnavailableError(RequestError):
+    """A model asked for directly cannot be used: no credentials, no binary, or every key disabled."""
+
+
+class ProviderError(RequestError):
+    """The provider answered with an error (or timed out) for a one-candidate request.
+
+    `status` is the HTTP status, or None for a timeout, a transport error or a CLI failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        attempts: Sequence[Attempt] = (),
+        *,
+        status: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message, attempts)
+        self.status = status
+        self.provider = provider
+        self.model = model
+
+
+class StreamInterruptedError(ProviderError):
+    """A stream failed after chunks had been yielded; `delivered_chars` says how much text got out."""
+
+    def __init__(
+        self,
+        message: str,
+        attempts: Sequence[Attempt] = (),
+        *,
+        status: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        delivered_chars: int = 0,
+    ) -> None:
+        super().__init__(message, attempts, status=status, provider=provider, model=model)
+        self.delivered_chars = delivered_chars
+
+
+class RoutingError(RequestError):
+    """Every candidate of the chain was skipped or failed."""
+
+
+class RateLimitedError(RoutingError):
+    """Every candidate that was tried ended on a rate limit, local or remote.
+
+    `retry_after` is the number of seconds from now until the first candidate frees up,
+    or None if none ever will (an estimate above a model's tpm, say).
+    """
+
+    def __init__(
+        self, message: str, attempts: Sequence[Attempt] = (), *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, attempts)
+        self.retry_after = retry_after

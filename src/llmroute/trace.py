@@ -1,0 +1,95 @@
+"""What a request leaves behind: usage figures and one routing-trace row per attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Attempt", "Chunk", "Completion", "ModelUsage", "Outcome", "Usage"]
+
+Outcome = Literal[
+    "ok",
+    "skipped_paid",
+    "skipped_unavailable",
+    "rate_limited_local",
+    "rate_limited_remote",
+    "keys_exhausted",
+    "timeout",
+    "server_error",
+    "client_error",
+    "transport_error",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Token counts of one request; `estimated` when the provider reported none."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One row of the routing trace: one candidate (and key) tried, or skipped."""
+
+    model: str
+    provider: str
+    #: slot label `{provider}#{i}`; never the secret. None for providers without keys.
+    key: str | None
+    outcome: Outcome
+    #: HTTP status, or None (skips, local limits, timeouts, transport errors, CLIs)
+    status: int | None = None
+    #: seconds spent waiting for the local limiter before this attempt
+    waited_s: float = 0.0
+    latency_ms: float = 0.0
+    #: what went wrong, secrets removed
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """The answer to `Router.complete`."""
+
+    text: str
+    model: str
+    provider: str
+    finish_reason: str | None
+    usage: Usage
+    #: the whole call, waits included
+    latency_ms: float
+    attempts: list[Attempt]
+    #: the provider's parsed answer
+    raw: object = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunk:
+    """One piece of a stream; the last one carries finish_reason, usage, model and attempts."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    attempts: list[Attempt] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelUsage:
+    """Totals for one model since the router was built.
+
+    `requests` counts requests sent to the model (retries included); `errors` those that failed.
+    `cost` is in the currency of the model's `price` (per million tokens), 0.0 without one.
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+    cost: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
