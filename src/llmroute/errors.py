@@ -80,7 +80,7 @@ class PaidModelBlockedError(RequestError):
 
 
 class ProviderUnavailableError(RequestError):
-    """A model asked for directly cannot be used: no credentials, no binary, or every key disabled."""
+    """A model asked for directly cannot be used: no credentials, no binary, or no usable key."""
 
 
 class ProviderError(RequestError):
@@ -105,7 +105,7 @@ class ProviderError(RequestError):
 
 
 class StreamInterruptedError(ProviderError):
-    """A stream failed after chunks had been yielded; `delivered_chars` says how much text got out."""
+    """A stream failed after chunks were yielded; `delivered_chars` says how much text got out."""
 
     def __init__(
         self,

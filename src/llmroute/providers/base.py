@@ -73,7 +73,8 @@ class AttemptFailed(Exception):
 
     `kind` is the trace outcome. `retry_after` is the provider's hint in seconds (Retry-After,
     Gemini RetryInfo); `quota_reset_at` a Unix time when a daily quota resets; `key_invalid`
-    says the key was refused (401/403, Gemini API_KEY_INVALID) and should be disabled.
+    says the key was refused (401/403, Gemini API_KEY_INVALID) and should be disabled;
+    `reached` is False when nothing got to the provider (connection refused).
     The message must already be free of secrets.
     """
 
@@ -87,6 +88,7 @@ class AttemptFailed(Exception):
         quota_reset_at: float | None = None,
         key_invalid: bool = False,
         retryable: bool | None = None,
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.kind: FailureKind = kind
@@ -95,6 +97,9 @@ class AttemptFailed(Exception):
         self.retry_after = retry_after
         self.quota_reset_at = quota_reset_at
         self.key_invalid = key_invalid
+        #: False when the request never got to the provider (connection refused): the
+        #: limiter then gives the charge back
+        self.reached = reached
         # Transport errors, timeouts and 5xx are worth another try on the same candidate.
         self.retryable = (
             retryable
@@ -107,6 +112,8 @@ class Provider(Protocol):
     """A provider adapter. `key` is the secret for this attempt, or None (CLIs)."""
 
     name: str
+    #: why the provider cannot be used at all (e.g. its executable is missing), or None
+    unavailable_reason: str | None
 
     async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse: ...
 

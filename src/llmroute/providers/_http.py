@@ -1,0 +1,156 @@
+"""HTTP pieces every HTTP adapter shares: status -> failure mapping, Retry-After, SSE.
+
+Failures are classified here and nowhere else: by HTTP status first, then by the body only
+to tell cases apart within a status (PROVIDERS.md 1.4, 8).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+
+import httpx
+
+from llmroute.providers.base import AttemptFailed
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "error_message",
+    "failure_from_status",
+    "iter_sse_data",
+    "map_transport_errors",
+    "parse_retry_after",
+]
+
+#: a provider hint longer than this is the limiter's job, not a blocking sleep
+MAX_RETRY_AFTER = 24 * 3600.0
+_MAX_MESSAGE = 300
+_SERVER_STATUSES = frozenset({408, 409, 498, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+def parse_retry_after(headers: Mapping[str, str], wall_now: float) -> float | None:
+    """Seconds from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return _clamp(float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return _clamp(float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return _clamp(when.timestamp() - wall_now)
+
+
+def _clamp(seconds: float) -> float | None:
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def error_message(body: object, fallback: str) -> str:
+    """The human part of an error body (OpenAI, OpenRouter and Google envelopes), shortened."""
+    message: object = None
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            message = err.get("message")
+        elif isinstance(err, str):
+            message = err
+        if message is None:
+            message = body.get("message")
+    text = message if isinstance(message, str) and message else fallback
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def parse_json_body(content: bytes) -> object:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def failure_from_status(
+    status: int,
+    body: object,
+    headers: Mapping[str, str],
+    *,
+    wall_now: float,
+    raw_text: str = "",
+) -> AttemptFailed:
+    """Map a non-2xx answer of an OpenAI-compatible provider to an `AttemptFailed`."""
+    message = f"HTTP {status}: " + error_message(body, raw_text[:_MAX_MESSAGE] or "no body")
+    retry_after = parse_retry_after(headers, wall_now)
+    if status == 429:
+        return AttemptFailed("rate_limited_remote", message, status=status, retry_after=retry_after)
+    if status in _SERVER_STATUSES or status >= 500:
+        return AttemptFailed("server_error", message, status=status, retry_after=retry_after)
+    if status == 401 or (status == 403 and not _mentions_context(message)):
+        return AttemptFailed("client_error", message, status=status, key_invalid=True)
+    return AttemptFailed("client_error", message, status=status)
+
+
+def _mentions_context(message: str) -> bool:
+    # Together answers a context overflow with 403 (PROVIDERS.md 3.3): not a bad key.
+    lowered = message.lower()
+    return "context" in lowered or "token" in lowered
+
+
+@contextmanager
+def map_transport_errors() -> Iterator[None]:
+    """Translate httpx exceptions into `AttemptFailed` at the adapter boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise AttemptFailed(
+            "timeout",
+            f"timed out ({type(exc).__name__})",
+            reached=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+        ) from exc
+    except httpx.TransportError as exc:
+        raise AttemptFailed(
+            "transport_error",
+            f"{type(exc).__name__}: {_first_line(exc)}",
+            reached=not isinstance(exc, httpx.ConnectError),
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:_MAX_MESSAGE] if text else "connection failed"
+
+
+async def iter_sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """Yield the `data` payload of each server-sent event as soon as the event is complete.
+
+    Handles multi-line `data:` fields, comment and keep-alive lines (`:`), `\\r\\n` line ends
+    and other fields (`event:`, `id:`), which are ignored. A final event not followed by a
+    blank line is still delivered when the body ends.
+    """
+    data_lines: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data_lines:
+                yield "\n".join(data_lines)
+                data_lines = []
+            continue
+        if line[0] == ":":
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data_lines.append(value[1:] if value.startswith(" ") else value)
+    if data_lines:
+        yield "\n".join(data_lines)

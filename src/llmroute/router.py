@@ -1,0 +1,1050 @@
+"""The Router: resolves a target to a chain of candidates and walks it.
+
+For each candidate: paid gate -> limiter (sleep or move on) -> key choice -> provider call,
+with same-candidate retries for transport errors, timeouts and 5xx. One budget governs the
+whole call: `max_attempts` counts every request sent and `deadline` bounds waits, retries
+and fallbacks together, so retries never multiply across layers.
+
+Everything a request needs is precomputed at construction (candidates, buckets, headers,
+labels); the per-request path reads no file, parses no YAML and compiles no pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+import httpx
+
+from llmroute.clock import Clock, SystemClock
+from llmroute.config import ConfigSource, LimitSpec, ModelConfig, RouterConfig, load_config
+from llmroute.config._loader import read_env
+from llmroute.config._schema import ProviderConfig
+from llmroute.errors import (
+    PaidModelBlockedError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RoutingError,
+    StreamInterruptedError,
+    UnknownTargetError,
+)
+from llmroute.keys.rotation import KeyRing
+from llmroute.limiter.store import Bucket, MemoryStore, StateStore, Ticket
+from llmroute.providers import build_provider
+from llmroute.providers.base import (
+    AttemptFailed,
+    Message,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    StreamEvent,
+)
+from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Outcome, Usage
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("llmroute")
+
+_DEFAULT_MODELS: Final = "config/models.yaml"
+_DEFAULT_LIMITS: Final = "config/limits.yaml"
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
+_MIN_SLEEP = 0.001  # a float wait can round to zero; never spin on it
+_ROLES = frozenset({"system", "user", "assistant"})
+
+_T = TypeVar("_T")
+
+
+class _Default(str):
+    """A default path that may be missing without complaint (only limits.yaml uses it)."""
+
+
+_DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
+
+
+def use_paid_models_from(env: Mapping[str, str]) -> bool:
+    return env.get("USE_PAID_MODELS", "").strip().lower() in _TRUE_WORDS
+
+
+class _Candidate:
+    """One model as the router walks it: everything precomputed once."""
+
+    __slots__ = (
+        "bucket",
+        "cooldown_names",
+        "id",
+        "key_buckets",
+        "keyring",
+        "limits",
+        "max_wait",
+        "model",
+        "on_limit",
+        "paid",
+        "price_in",
+        "price_out",
+        "provider",
+        "provider_config",
+        "provider_name",
+        "secrets",
+        "slot_labels",
+        "wire_model",
+    )
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        provider: Provider,
+        provider_config: ProviderConfig,
+        keyring: KeyRing | None,
+        limits: LimitSpec,
+        strategy_on_limit: str,
+        strategy_max_wait: float,
+    ) -> None:
+        self.id = model.id
+        self.model = model
+        self.provider = provider
+        self.provider_config = provider_config
+        self.provider_name = provider_config.name
+        self.wire_model = model.model
+        self.paid = model.paid
+        self.keyring = keyring
+        self.limits = limits
+        self.on_limit = limits.on_limit or strategy_on_limit
+        self.max_wait = (
+            limits.max_wait_seconds if limits.max_wait_seconds is not None else strategy_max_wait
+        )
+        self.price_in = model.price.input_per_mtok if model.price else 0.0
+        self.price_out = model.price.output_per_mtok if model.price else 0.0
+        n_slots = len(keyring) if keyring is not None else 1
+        self.secrets: tuple[str | None, ...] = keyring.secrets if keyring is not None else (None,)
+        self.slot_labels: tuple[str | None, ...] = (
+            keyring.labels if keyring is not None else (None,)
+        )
+        # Gemini quotas are per model and project: a 429 cools this model on that key only.
+        self.cooldown_names = tuple(f"{model.id}#{i}" for i in range(n_slots))
+        limited = not limits.is_unlimited
+        self.bucket: Bucket | None = (
+            _bucket(model.id, limits) if limited and not limits.per_key else None
+        )
+        self.key_buckets: tuple[Bucket, ...] | None = (
+            tuple(_bucket(f"{model.id}#{i}", limits) for i in range(n_slots))
+            if limited and limits.per_key
+            else None
+        )
+
+    def unavailable_reason(self) -> str | None:
+        reason = self.provider.unavailable_reason
+        if reason:
+            return reason
+        if self.provider_config.uses_keys:
+            if self.keyring is None:
+                return f"no API key set for provider {self.provider_name!r}"
+            if not self.keyring.usable:
+                return f"every key of provider {self.provider_name!r} was refused"
+        return None
+
+
+def _bucket(name: str, spec: LimitSpec) -> Bucket:
+    return Bucket(name=name, rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd, tpd=spec.tpd)
+
+
+@dataclass(slots=True)
+class _Failed:
+    """How a candidate ended without an answer."""
+
+    outcome: Outcome
+    status: int | None
+    message: str
+    #: seconds until this candidate frees up (rate limits only); inf = never
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Served(Generic[_T]):
+    result: _T
+    slot: int
+    ticket: Ticket | None
+    started: float
+
+
+class _Call:
+    """The budget and trace of one request."""
+
+    __slots__ = ("attempts", "deadline_at", "max_attempts", "sent", "start")
+
+    def __init__(self, start: float, max_attempts: int, deadline_at: float) -> None:
+        self.start = start
+        self.max_attempts = max_attempts
+        self.deadline_at = deadline_at
+        self.sent = 0
+        self.attempts: list[Attempt] = []
+
+    def spent(self, now: float) -> bool:
+        return self.sent >= self.max_attempts or now >= self.deadline_at
+
+
+class Router:
+    """An in-process LLM router.
+
+    ```
+    async with Router() as router:
+        c = await router.complete("chat", "Summarise this ...")
+        print(c.text, c.model, c.usage.total_tokens)
+    ```
+
+    Args:
+        models, limits: a path to the YAML file, or an already-parsed mapping.
+        env_file: a `.env` file read before `${VAR}` interpolation (never overriding the
+            process environment); None reads none.
+        cache_dir: where key indexes are persisted (`{cache_dir}/{provider}.keyidx`).
+        use_paid_models: None reads `USE_PAID_MODELS`; a bool overrides it.
+        http_client: an `httpx.AsyncClient` to use (the router closes only its own).
+        store: the state store for limiter windows and cooldowns (default: in memory).
+        clock: `now()`, `time()` and `async sleep()`; default the real clock.
+
+    Raises:
+        ConfigError: the configuration has problems (all of them are listed).
+    """
+
+    def __init__(
+        self,
+        models: ConfigSource = _DEFAULT_MODELS,
+        limits: ConfigSource | None = _DEFAULT_LIMITS_PATH,
+        *,
+        env_file: str | os.PathLike[str] | None = ".env",
+        cache_dir: str | os.PathLike[str] = ".cache",
+        use_paid_models: bool | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        store: StateStore | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        env = read_env(env_file)
+        if isinstance(limits, _Default) and not Path(limits).is_file():
+            limits = None
+        self.config: RouterConfig = load_config(models, limits, env=env)
+        self.use_paid_models = (
+            use_paid_models if use_paid_models is not None else use_paid_models_from(env)
+        )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._store: StateStore = store if store is not None else self._default_store()
+        self._own_store = store is None
+        self._now = self._clock.time if self._store.uses_wall_clock else self._clock.now
+        self._http_client = http_client
+        self._own_client = http_client is None
+        self._cache_dir = Path(cache_dir)
+        self._secrets: tuple[str, ...] = ()
+        self._persisters: list[Any] = []
+        self._keyrings: dict[str, KeyRing] = {}
+        self._providers: dict[str, Provider] = {}
+        self._build_providers()
+        strategy = self.config.limits.strategy
+        self._max_attempts = strategy.max_attempts
+        self._default_deadline = strategy.deadline_seconds
+        self._completion_estimate = self.config.limits.completion_estimate
+        self._candidates: dict[str, _Candidate] = {}
+        for model in self.config.models.models.values():
+            pconf = self.config.models.providers[model.provider]
+            self._candidates[model.id] = _Candidate(
+                model,
+                self._providers[pconf.name],
+                pconf,
+                self._keyrings.get(pconf.name),
+                self.config.limits.for_model(model.id),
+                strategy.on_limit,
+                strategy.max_wait_seconds,
+            )
+        self._chains: dict[str, tuple[_Candidate, ...]] = {}
+        for model in self.config.models.models.values():
+            ids = (model.id, *model.fallbacks)
+            self._chains[model.id] = tuple(self._candidates[i] for i in ids)
+        for route, ids in self.config.models.routes.items():
+            self._chains[route] = tuple(self._candidates[i] for i in ids)
+        self._stats: dict[str, list[float]] = {}
+        self._rng = random.Random()
+        self._runner: asyncio.Runner | None = None
+        self._closed = False
+
+    def _default_store(self) -> StateStore:
+        state = self.config.limits.state
+        if state.backend == "redis":
+            from llmroute.errors import ConfigError
+
+            raise ConfigError(
+                [
+                    "limits: state.backend: the redis backend is not available in this "
+                    "version; use {backend: memory} or pass store="
+                ]
+            )
+        return MemoryStore()
+
+    def _build_providers(self) -> None:
+        secrets: list[str] = []
+        for pconf in self.config.models.providers.values():
+            self._providers[pconf.name] = build_provider(
+                pconf, get_client=self._client, clock=self._clock
+            )
+            secrets.extend(s.reveal() for s in pconf.keys)
+            secrets.extend(v for k, v in pconf.env.items() if _looks_secret(k) and v)
+            if not pconf.keys:
+                continue
+            start = 0
+            on_move: Callable[[int], None] | None = None
+            if len(pconf.keys) > 1:
+                from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
+
+                file = KeyIndexFile(self._cache_dir, pconf.name)
+                start = file.load(len(pconf.keys))
+                persister = KeyIndexPersister(file)
+                self._persisters.append(persister)
+                on_move = persister.mark
+            self._keyrings[pconf.name] = KeyRing(
+                pconf.name,
+                [s.reveal() for s in pconf.keys],
+                strategy=pconf.rotation,
+                start=start,
+                on_move=on_move,
+            )
+        # Longest first, so a key that contains another is scrubbed whole.
+        self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
+
+    def _client(self) -> httpx.AsyncClient:
+        client = self._http_client
+        if client is None:
+            client = self._http_client = _default_client()
+        return client
+
+    def __repr__(self) -> str:
+        return (
+            f"Router(models={len(self._candidates)}, routes={len(self.config.models.routes)}, "
+            f"use_paid_models={self.use_paid_models})"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release connections, flush key indexes, stop CLI work. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for persister in self._persisters:
+            await persister.flush()
+        for provider in self._providers.values():
+            await provider.aclose()
+        if self._own_client and self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
+        if self._own_store:
+            await self._store.aclose()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """`aclose` for scripts that use `complete_sync`."""
+        if self._runner is not None:
+            self._runner.run(self.aclose())
+            self._runner.close()
+            self._runner = None
+        elif not self._closed:
+            asyncio.run(self.aclose())
+
+    # -- introspection -----------------------------------------------------------------
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self._chains)
+
+    def chain(self, target: str) -> tuple[str, ...]:
+        """The model ids `target` resolves to, in order."""
+        chain = self._chains.get(target)
+        if chain is None:
+            raise UnknownTargetError(target)
+        return tuple(c.id for c in chain)
+
+    def unavailable(self) -> dict[str, str]:
+        """Model id -> why it cannot be used now (missing keys, binary, refused keys)."""
+        out: dict[str, str] = {}
+        for cand in self._candidates.values():
+            reason = cand.unavailable_reason()
+            if reason:
+                out[cand.id] = reason
+        return out
+
+    async def key_status(self) -> dict[str, dict[str, Any]]:
+        """For each provider with keys: index, slot labels, disabled slots and cooldowns
+        (`{"model#slot": seconds left}`); never a secret."""
+        now = self._now()
+        out: dict[str, dict[str, Any]] = {}
+        for name, ring in self._keyrings.items():
+            cooling: dict[str, float] = {}
+            for cand in self._candidates.values():
+                if cand.keyring is not ring:
+                    continue
+                for slot, cname in enumerate(cand.cooldown_names):
+                    left = await self._store.cooldown_until(cname) - now
+                    if left > 0:
+                        cooling[f"{cand.id} {ring.labels[slot]}"] = left
+            out[name] = {
+                "keys": len(ring),
+                "index": ring.index,
+                "strategy": ring.strategy,
+                "labels": list(ring.labels),
+                "disabled": [ring.labels[i] for i in sorted(ring.disabled)],
+                "cooling": cooling,
+            }
+        return out
+
+    def usage(self) -> dict[str, ModelUsage]:
+        """Per model: requests sent, tokens, errors and cost since the router was built."""
+        return {
+            model: ModelUsage(
+                requests=int(s[0]),
+                prompt_tokens=int(s[1]),
+                completion_tokens=int(s[2]),
+                errors=int(s[3]),
+                cost=s[4],
+            )
+            for model, s in self._stats.items()
+        }
+
+    # -- the request path -----------------------------------------------------------------
+
+    async def complete(
+        self,
+        target: str,
+        prompt: str | Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        **extra: Any,
+    ) -> Completion:
+        """Serve one request through the target's chain.
+
+        Raises:
+            UnknownTargetError: `target` is neither a model id nor a route.
+            PaidModelBlockedError, ProviderUnavailableError, ProviderError, RateLimitedError:
+                a one-candidate request's own failure.
+            RoutingError / RateLimitedError: every candidate was skipped or failed.
+        """
+        chain = self._chains.get(target)
+        if chain is None:
+            raise UnknownTargetError(target)
+        call = self._new_call(deadline)
+        request = _request(prompt, max_tokens, temperature, top_p, stop, extra)
+        cost = _estimate_prompt(request.messages) + (
+            max_tokens if max_tokens is not None else self._completion_estimate
+        )
+        failures: list[_Failed] = []
+        for cand in chain:
+            if not self._admissible(cand, call, single=len(chain) == 1):
+                continue
+            if call.spent(self._clock.now()):
+                break
+            served = await self._serve(cand, call, request, cost, timeout, _send_complete)
+            if isinstance(served, _Failed):
+                failures.append(served)
+                continue
+            response = served.result
+            usage = await self._settle(cand, served.ticket, response.usage, request, cost)
+            latency = self._record_ok(cand, call, served, usage)
+            completion = Completion(
+                text=response.text,
+                model=cand.id,
+                provider=cand.provider_name,
+                finish_reason=response.finish_reason,
+                usage=usage,
+                latency_ms=(self._clock.now() - call.start) * 1000.0,
+                attempts=call.attempts,
+                raw=response.raw,
+            )
+            self._log_request(target, cand.id, call, usage, latency)
+            return completion
+        raise self._exhausted(target, chain, call, failures)
+
+    def complete_sync(
+        self, target: str, prompt: str | Sequence[Message], **kwargs: Any
+    ) -> Completion:
+        """`complete` for scripts without an event loop; call `close()` when done."""
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(self.complete(target, prompt, **kwargs))
+
+    async def stream(
+        self,
+        target: str,
+        prompt: str | Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        **extra: Any,
+    ) -> AsyncIterator[Chunk]:
+        """Stream one request: chunks as they arrive; the last carries finish_reason, usage,
+        model and attempts. Falls back to the next candidate only before the first chunk;
+        a failure after it raises `StreamInterruptedError`."""
+        chain = self._chains.get(target)
+        if chain is None:
+            raise UnknownTargetError(target)
+        call = self._new_call(deadline)
+        request = _request(prompt, max_tokens, temperature, top_p, stop, extra)
+        cost = _estimate_prompt(request.messages) + (
+            max_tokens if max_tokens is not None else self._completion_estimate
+        )
+        failures: list[_Failed] = []
+        for cand in chain:
+            if not self._admissible(cand, call, single=len(chain) == 1):
+                continue
+            if call.spent(self._clock.now()):
+                break
+            served = await self._serve(cand, call, request, cost, timeout, _open_stream)
+            if isinstance(served, _Failed):
+                failures.append(served)
+                continue
+            events, first = served.result
+            relay = self._relay(target, cand, call, served, request, cost, events, first)
+            try:
+                async for chunk in relay:
+                    yield chunk
+            finally:
+                # A consumer that stops early closes the upstream at once, not at GC time.
+                await relay.aclose()
+            return
+        raise self._exhausted(target, chain, call, failures)
+
+    def _relay(
+        self,
+        target: str,
+        cand: _Candidate,
+        call: _Call,
+        served: _Served[Any],
+        request: ProviderRequest,
+        cost: int,
+        events: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+    ) -> AsyncGenerator[Chunk, None]:
+        return self._relay_events(target, cand, call, served, request, cost, events, first)
+
+    async def _relay_events(
+        self,
+        target: str,
+        cand: _Candidate,
+        call: _Call,
+        served: _Served[Any],
+        request: ProviderRequest,
+        cost: int,
+        events: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+    ) -> AsyncGenerator[Chunk, None]:
+        delivered = 0
+        final: StreamEvent | None = None
+        finished = False
+        try:
+            event: StreamEvent | None = first
+            while event is not None:
+                if event.finish_reason is not None or event.usage is not None:
+                    final = event if final is None else _merge(final, event)
+                if event.text:
+                    delivered += len(event.text)
+                    yield Chunk(text=event.text)
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    event = None
+            finished = True
+        except AttemptFailed as exc:
+            message = self._scrub(exc.message)
+            self._count(cand, error=True)
+            call.attempts.append(
+                self._attempt(cand, served.slot, exc.kind, exc.status, served.started, message)
+            )
+            raise StreamInterruptedError(
+                f"{cand.id}: stream failed after {delivered} characters: {message}",
+                call.attempts,
+                status=exc.status,
+                provider=cand.provider_name,
+                model=cand.id,
+                delivered_chars=delivered,
+            ) from None
+        finally:
+            if not finished:
+                await _close(events)
+                if served.ticket is not None and not delivered:
+                    await self._store.release(served.ticket)
+        usage = await self._settle(
+            cand, served.ticket, final.usage if final else None, request, cost
+        )
+        latency = self._record_ok(cand, call, served, usage)
+        self._log_request(target, cand.id, call, usage, latency)
+        yield Chunk(
+            text="",
+            finish_reason=final.finish_reason if final else None,
+            usage=usage,
+            model=cand.id,
+            attempts=call.attempts,
+        )
+
+    # -- pipeline stages -------------------------------------------------------------------
+
+    def _new_call(self, deadline: float | None) -> _Call:
+        start = self._clock.now()
+        budget = deadline if deadline is not None else self._default_deadline
+        return _Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
+
+    def _admissible(self, cand: _Candidate, call: _Call, *, single: bool) -> bool:
+        """The paid gate and availability: record a skip, or raise for a direct request."""
+        if cand.paid and not self.use_paid_models:
+            call.attempts.append(_skip(cand, "skipped_paid", "paid model; USE_PAID_MODELS is off"))
+            if single:
+                raise PaidModelBlockedError(
+                    f"{cand.id} is a paid model and paid models are off "
+                    "(set USE_PAID_MODELS=true or Router(use_paid_models=True))",
+                    call.attempts,
+                )
+            return False
+        reason = cand.unavailable_reason()
+        if reason:
+            call.attempts.append(_skip(cand, "skipped_unavailable", reason))
+            if single:
+                raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
+            return False
+        return True
+
+    async def _serve(
+        self,
+        cand: _Candidate,
+        call: _Call,
+        request: ProviderRequest,
+        cost: int,
+        timeout: float | None,
+        send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
+    ) -> _Served[_T] | _Failed:
+        """Limiter, key choice and provider call for one candidate, retries included."""
+        clock = self._clock
+        store = self._store
+        ring = cand.keyring
+        retries_left = cand.provider_config.retries
+        attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
+        wire_request = replace(request, model=cand.wire_model)
+        waited = 0.0
+        last: _Failed | None = None
+        while True:
+            now = clock.now()
+            if call.spent(now):
+                return last or _Failed("timeout", None, "deadline or attempt budget spent")
+            # Keys that may be used now: enabled (order) and not cooling down.
+            slots = ring.order() if ring is not None else [0]
+            free: list[int] = []
+            soonest = math.inf
+            store_now = self._now()
+            for slot in slots:
+                until = await store.cooldown_until(cand.cooldown_names[slot])
+                if until <= store_now:
+                    free.append(slot)
+                else:
+                    soonest = min(soonest, until - store_now)
+            if not free:
+                if not slots:
+                    return last or _Failed("client_error", None, "every key was refused")
+                failed = _Failed(
+                    "keys_exhausted",
+                    None,
+                    f"all {len(slots)} usable keys are cooling down; the first frees in "
+                    f"{soonest:.1f}s",
+                    retry_after=soonest,
+                )
+                call.attempts.append(
+                    self._attempt(cand, None, "keys_exhausted", None, now, failed.message, waited)
+                )
+                return failed
+            # Admission: one atomic check-and-reserve per bucket.
+            ticket: Ticket | None = None
+            wait = 0.0
+            slot = free[0]
+            if cand.bucket is not None:
+                got = await store.acquire(cand.bucket, cost, store_now)
+                if isinstance(got, float):
+                    wait = got
+                else:
+                    ticket = got
+            elif cand.key_buckets is not None:
+                wait = math.inf
+                for candidate_slot in free:
+                    got = await store.acquire(cand.key_buckets[candidate_slot], cost, store_now)
+                    if isinstance(got, float):
+                        wait = min(wait, got)
+                    else:
+                        ticket, slot = got, candidate_slot
+                        break
+            if ticket is None and (cand.bucket is not None or cand.key_buckets is not None):
+                if (
+                    cand.on_limit == "sleep"
+                    and waited + wait <= cand.max_wait
+                    and now + wait < call.deadline_at
+                ):
+                    pause = max(wait, _MIN_SLEEP)
+                    logger.debug("%s: limiter full, waiting %.3fs", cand.id, pause)
+                    await clock.sleep(pause)
+                    waited += pause
+                    continue
+                failed = _Failed(
+                    "rate_limited_local",
+                    None,
+                    "local limit reached"
+                    + (
+                        ", the request can never fit"
+                        if wait == math.inf
+                        else f"; room in {wait:.1f}s"
+                    ),
+                    retry_after=wait,
+                )
+                call.attempts.append(
+                    self._attempt(
+                        cand, None, "rate_limited_local", None, now, failed.message, waited
+                    )
+                )
+                return failed
+            # Send.
+            if ring is not None:
+                ring.take(slot)
+            key = cand.secrets[slot]
+            remaining = call.deadline_at - now
+            this_timeout = attempt_timeout if attempt_timeout < remaining else remaining
+            if this_timeout != wire_request.timeout:
+                wire_request = replace(wire_request, timeout=this_timeout)
+            call.sent += 1
+            started = clock.now()
+            try:
+                result = await send(cand.provider, wire_request, key)
+            except AttemptFailed as exc:
+                if ticket is not None and not exc.reached:
+                    await store.release(ticket)
+                message = self._scrub(exc.message)
+                self._count(cand, error=True)
+                call.attempts.append(
+                    self._attempt(cand, slot, exc.kind, exc.status, started, message, waited)
+                )
+                logger.debug(
+                    "%s %s: %s (%s)", cand.id, cand.slot_labels[slot] or "", exc.kind, message
+                )
+                waited = 0.0
+                last = _Failed(exc.kind, exc.status, message)
+                if exc.key_invalid and ring is not None:
+                    ring.disable(slot, f"HTTP {exc.status}: key refused")
+                    continue
+                if exc.kind == "rate_limited_remote":
+                    hint = (
+                        exc.retry_after
+                        if exc.retry_after is not None
+                        else cand.provider_config.cooldown_seconds
+                    )
+                    if exc.quota_reset_at is not None:
+                        hint = max(exc.quota_reset_at - clock.time(), hint)
+                    await store.set_cooldown(cand.cooldown_names[slot], self._now() + hint)
+                    if ring is not None:
+                        ring.failed(slot)
+                    last.retry_after = hint
+                    if ring is not None and len(ring.order()) > 1:
+                        continue
+                    return last
+                if exc.retryable and retries_left > 0:
+                    retries_left -= 1
+                    backoff = self._backoff(cand, retries_left, exc.retry_after)
+                    if backoff is not None and clock.now() + backoff < call.deadline_at:
+                        await clock.sleep(backoff)
+                        continue
+                return last
+            except BaseException:
+                # Cancelled (or a bug): the charge goes back, nothing is lost.
+                if ticket is not None:
+                    await store.release(ticket)
+                raise
+            return _Served(result, slot, ticket, started)
+
+    def _backoff(self, cand: _Candidate, retries_left: int, hint: float | None) -> float | None:
+        """Seconds before the next same-candidate retry, or None to move on instead."""
+        if hint is not None:
+            # A long hint is a rate limit in disguise: the next candidate beats a blocking sleep.
+            return hint if hint <= cand.max_wait else None
+        from tenacity import RetryCallState, wait_exponential
+
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = cand.provider_config.retries - retries_left
+        base = wait_exponential(multiplier=0.25, max=8.0)(state)
+        return float(base) + self._rng.uniform(0.0, 0.25)
+
+    async def _settle(
+        self,
+        cand: _Candidate,
+        ticket: Ticket | None,
+        reported: Usage | None,
+        request: ProviderRequest,
+        cost: int,
+    ) -> Usage:
+        if reported is None:
+            prompt_est = _estimate_prompt(request.messages)
+            usage = Usage(
+                prompt_tokens=prompt_est,
+                completion_tokens=cost - prompt_est,
+                total_tokens=cost,
+                estimated=True,
+            )
+        else:
+            usage = reported
+            if ticket is not None and usage.total_tokens != cost:
+                await self._store.settle(ticket, usage.total_tokens)
+        self._count(
+            cand,
+            error=False,
+            prompt=usage.prompt_tokens,
+            completion=usage.completion_tokens,
+        )
+        return usage
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _count(
+        self, cand: _Candidate, *, error: bool, prompt: int = 0, completion: int = 0
+    ) -> None:
+        stats = self._stats.get(cand.id)
+        if stats is None:
+            stats = self._stats[cand.id] = [0, 0, 0, 0, 0.0]
+        if error:
+            stats[0] += 1
+            stats[3] += 1
+            return
+        stats[0] += 1
+        stats[1] += prompt
+        stats[2] += completion
+        stats[4] += (prompt * cand.price_in + completion * cand.price_out) / 1_000_000
+
+    def _attempt(
+        self,
+        cand: _Candidate,
+        slot: int | None,
+        outcome: Outcome,
+        status: int | None,
+        started: float,
+        error: str | None,
+        waited: float = 0.0,
+    ) -> Attempt:
+        return Attempt(
+            model=cand.id,
+            provider=cand.provider_name,
+            key=cand.slot_labels[slot] if slot is not None else None,
+            outcome=outcome,
+            status=status,
+            waited_s=waited,
+            latency_ms=(self._clock.now() - started) * 1000.0,
+            error=error,
+        )
+
+    def _record_ok(
+        self, cand: _Candidate, call: _Call, served: _Served[Any], usage: Usage
+    ) -> float:
+        latency = (self._clock.now() - served.started) * 1000.0
+        call.attempts.append(
+            Attempt(
+                model=cand.id,
+                provider=cand.provider_name,
+                key=cand.slot_labels[served.slot],
+                outcome="ok",
+                status=200 if cand.provider_config.uses_keys else None,
+                latency_ms=latency,
+            )
+        )
+        return latency
+
+    def _log_request(
+        self, target: str, model: str, call: _Call, usage: Usage, latency_ms: float
+    ) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s -> %s ok: %d tokens%s, %.0f ms, attempts: %s",
+                target,
+                model,
+                usage.total_tokens,
+                " (estimated)" if usage.estimated else "",
+                (self._clock.now() - call.start) * 1000.0,
+                _summary(call.attempts),
+            )
+
+    def _exhausted(
+        self, target: str, chain: Sequence[_Candidate], call: _Call, failures: list[_Failed]
+    ) -> RoutingError | ProviderError:
+        summary = _summary(call.attempts) or "nothing was tried"
+        error: RoutingError | ProviderError
+        if len(chain) == 1:
+            cand = chain[0]
+            last = failures[-1] if failures else _Failed("timeout", None, "budget spent")
+            if last.outcome in _RATE_LIMITED:
+                error = RateLimitedError(
+                    f"{cand.id} is rate limited: {last.message}",
+                    call.attempts,
+                    retry_after=_finite(last.retry_after),
+                )
+            else:
+                error = ProviderError(
+                    f"{cand.id} ({cand.provider_name}) failed: {last.message}",
+                    call.attempts,
+                    status=last.status,
+                    provider=cand.provider_name,
+                    model=cand.id,
+                )
+        elif failures and all(f.outcome in _RATE_LIMITED for f in failures):
+            waits = [w for f in failures if (w := _finite(f.retry_after)) is not None]
+            error = RateLimitedError(
+                f"every candidate for {target!r} is rate limited ({summary})",
+                call.attempts,
+                retry_after=min(waits) if waits else None,
+            )
+        else:
+            error = RoutingError(
+                f"no candidate for {target!r} could serve the request ({summary})", call.attempts
+            )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s failed: %s", target, summary)
+        return error
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _default_client() -> httpx.AsyncClient:
+    # httpx's own pool is the bottleneck under concurrency; aiohttp's keeps httpx's API.
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
+
+
+async def _send_complete(
+    provider: Provider, request: ProviderRequest, key: str | None
+) -> ProviderResponse:
+    return await provider.complete(request, key)
+
+
+async def _open_stream(
+    provider: Provider, request: ProviderRequest, key: str | None
+) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+    """Open the stream and wait for its first event, so failures before it can fall back."""
+    events = provider.stream(request, key)
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        await _close(events)
+        raise AttemptFailed("server_error", "stream ended without any event") from None
+    except BaseException:
+        await _close(events)
+        raise
+    return events, first
+
+
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _merge(a: StreamEvent, b: StreamEvent) -> StreamEvent:
+    return StreamEvent(
+        finish_reason=b.finish_reason or a.finish_reason,
+        usage=b.usage or a.usage,
+        served_model=b.served_model or a.served_model,
+    )
+
+
+def _skip(cand: _Candidate, outcome: Outcome, reason: str) -> Attempt:
+    return Attempt(
+        model=cand.id, provider=cand.provider_name, key=None, outcome=outcome, error=reason
+    )
+
+
+def _summary(attempts: Sequence[Attempt]) -> str:
+    return ", ".join(f"{a.model}{'[' + a.key + ']' if a.key else ''}:{a.outcome}" for a in attempts)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and value != math.inf else None
+
+
+def _looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return "KEY" in upper or "TOKEN" in upper or "SECRET" in upper or "PASSWORD" in upper
+
+
+def _request(
+    prompt: str | Sequence[Message],
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    stop: str | Sequence[str] | None,
+    extra: Mapping[str, Any],
+) -> ProviderRequest:
+    return ProviderRequest(
+        model="",
+        messages=_messages(prompt),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop=(stop,) if isinstance(stop, str) else (tuple(stop) if stop else None),
+        extra=extra,
+    )
+
+
+def _messages(prompt: str | Sequence[Message]) -> Sequence[Message]:
+    if isinstance(prompt, str):
+        return ({"role": "user", "content": prompt},)
+    if not prompt:
+        raise ValueError("prompt: an empty message list")
+    for i, message in enumerate(prompt):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"prompt[{i}]: expected a mapping with role and content")
+        if message.get("role") not in _ROLES:
+            raise ValueError(f"prompt[{i}].role: expected one of system, user, assistant")
+        if not isinstance(message.get("content"), str):
+            raise TypeError(f"prompt[{i}].content: expected a string")
+    return prompt
+
+
+def _estimate_prompt(messages: Sequence[Message]) -> int:
+    # About four characters a token, plus a few tokens of framing per message: an
+    # overestimate for English, which errs on the side of never overshooting a limit.
+    return sum(len(m["content"]) // 4 + 4 for m in messages) + 1
