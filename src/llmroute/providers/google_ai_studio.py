@@ -1,0 +1,466 @@
+"""Google AI Studio adapter: the native Gemini `generateContent` API (PROVIDERS.md 5).
+
+The key travels only in the `x-goog-api-key` header. With `?key=` it would land in access
+logs, tracing spans and httpx's own exception and log text, all of which show full URLs.
+
+Failure mapping (everything else is the router's business):
+
+    HTTP 200, promptFeedback.blockReason      client_error, not retryable (content filter)
+    HTTP 200, SAFETY-family finish, no text   client_error, not retryable (content filter)
+    HTTP 200, body not JSON / no candidates   server_error
+    429                                       rate_limited_remote; retry_after from
+                                              RetryInfo.retryDelay, else Retry-After;
+                                              a PerDay quota sets quota_reset_at to the
+                                              next midnight in America/Los_Angeles
+    400 ErrorInfo API_KEY_INVALID, 401, 403   client_error, key_invalid
+    5xx                                       server_error (retry_after from Retry-After)
+    other 4xx                                 client_error
+    httpx transport errors / timeouts         transport_error / timeout
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import time as wall_time
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from llmroute.clock import Clock
+from llmroute.config._schema import ProviderConfig
+from llmroute.providers._http import (
+    MAX_RETRY_AFTER,
+    error_message,
+    iter_sse_data,
+    map_transport_errors,
+    parse_json_body,
+    parse_retry_after,
+)
+from llmroute.providers.base import (
+    AttemptFailed,
+    ProviderRequest,
+    ProviderResponse,
+    StreamEvent,
+)
+from llmroute.trace import Usage
+
+__all__ = ["DEFAULT_BASE_URL", "GoogleAIStudioProvider"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+#: the API rejects more than this many stop sequences with a 400
+MAX_STOP_SEQUENCES = 5
+
+_FILTER_REASONS = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+_FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"}
+_SERVER_STATUSES = frozenset({500, 502, 503, 504})
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)s\s*")
+_MAX_DETAIL = 120
+
+JSONObject = dict[str, object]
+
+
+class GoogleAIStudioProvider:
+    """Adapter for `type: google_ai_studio` providers.
+
+    `get_client` returns the router's shared pooled client (called per request, never
+    closed here); `clock.time()` dates daily-quota resets.
+    """
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        get_client: Callable[[], httpx.AsyncClient],
+        clock: Clock,
+    ) -> None:
+        self.name: str = config.name
+        self.unavailable_reason: str | None = None
+        self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._headers: dict[str, str] = {**config.headers, "content-type": "application/json"}
+        self._get_client = get_client
+        self._clock = clock
+        # model -> (generate URL, stream URL); filled on first use of each model
+        self._urls: dict[str, tuple[str, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"GoogleAIStudioProvider(name={self.name!r}, base_url={self._base_url!r})"
+
+    async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
+        key = _require_key(key)
+        url = self._model_urls(request.model)[0]
+        client = self._get_client()
+        with map_transport_errors():
+            response = await client.post(
+                url,
+                json=build_body(request),
+                headers=self._request_headers(key),
+                timeout=request.timeout,
+            )
+        if not response.is_success:
+            raise self._http_failure(response.status_code, response.content, response.headers, key)
+        data = parse_json_body(response.content)
+        if not isinstance(data, dict):
+            raise AttemptFailed(
+                "server_error",
+                f"HTTP {response.status_code}: unparsable response body (not a JSON object)",
+                status=response.status_code,
+            )
+        return _parse_response(data, key)
+
+    async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
+        key = _require_key(key)
+        url = self._model_urls(request.model)[1]
+        client = self._get_client()
+        finish: str | None = None
+        usage: Usage | None = None
+        served: str | None = None
+        got_text = False
+        first = True
+        with map_transport_errors():
+            # The context manager lives inside the generator, so aclose() on the generator
+            # closes the HTTP response at once.
+            async with client.stream(
+                "POST",
+                url,
+                json=build_body(request),
+                headers=self._request_headers(key),
+                timeout=request.timeout,
+            ) as response:
+                if not response.is_success:
+                    content = await response.aread()
+                    raise self._http_failure(response.status_code, content, response.headers, key)
+                async for data in iter_sse_data(response):
+                    event = parse_json_body(data.encode())
+                    if not isinstance(event, dict):
+                        raise AttemptFailed("server_error", "unparsable stream event (not JSON)")
+                    if "error" in event:
+                        message = error_message(event, "error event in stream")
+                        raise AttemptFailed("server_error", _scrub(f"stream error: {message}", key))
+                    if first:
+                        first = False
+                        blocked = _blocked_prompt(event)
+                        if blocked is not None:
+                            raise blocked
+                    candidate = _first_candidate(event)
+                    text = _candidate_text(candidate)
+                    raw_finish = candidate.get("finishReason") if candidate else None
+                    if raw_finish is not None:
+                        finish = _map_finish(raw_finish)
+                        if finish == "content_filter" and not got_text and not text:
+                            raise _filtered(raw_finish, candidate)
+                    event_usage = _usage(event.get("usageMetadata"))
+                    if event_usage is not None:
+                        usage = event_usage
+                    model_version = event.get("modelVersion")
+                    if isinstance(model_version, str):
+                        served = model_version
+                    if text:
+                        got_text = True
+                        yield StreamEvent(text=text)
+        if finish is None:
+            raise AttemptFailed("transport_error", "stream ended without a finishReason")
+        yield StreamEvent(finish_reason=finish, usage=usage, served_model=served)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the router owns the HTTP client."""
+
+    def _model_urls(self, model: str) -> tuple[str, str]:
+        urls = self._urls.get(model)
+        if urls is None:
+            bare = model.removeprefix("models/")
+            path = f"{self._base_url}/models/{quote(bare, safe='-._~')}"
+            urls = (f"{path}:generateContent", f"{path}:streamGenerateContent?alt=sse")
+            self._urls[model] = urls
+        return urls
+
+    def _request_headers(self, key: str) -> dict[str, str]:
+        return {**self._headers, "x-goog-api-key": key}
+
+    def _http_failure(
+        self, status: int, content: bytes, headers: Mapping[str, str], key: str
+    ) -> AttemptFailed:
+        failure = classify_error(
+            status, parse_json_body(content), headers, wall_now=self._clock.time()
+        )
+        if key in failure.message:
+            # Rewritten in place so every other field (present or future) stays as built.
+            failure.message = _scrub(failure.message, key)
+            failure.args = (failure.message,)
+        return failure
+
+
+def build_body(request: ProviderRequest) -> JSONObject:
+    """The `generateContent` body for a request (PROVIDERS.md 5.2)."""
+    system: list[str] = []
+    contents: list[JSONObject] = []
+    last_role: str | None = None
+    last_parts: list[JSONObject] = []
+    for message in request.messages:
+        role = message.get("role", "user")
+        text = message.get("content", "")
+        if role == "system":
+            system.append(text)
+            continue
+        wire_role = "model" if role in ("assistant", "model") else "user"
+        # Strict models answer 400 to two turns of the same role in a row.
+        if wire_role == last_role:
+            last_parts.append({"text": text})
+            continue
+        last_role = wire_role
+        last_parts = [{"text": text}]
+        contents.append({"role": wire_role, "parts": last_parts})
+
+    body: JSONObject = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config: JSONObject = {}
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop:
+        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop)
+        config["stopSequences"] = stop[:MAX_STOP_SEQUENCES]
+    if config:
+        body["generationConfig"] = config
+    for name, value in request.extra.items():
+        current = body.get(name)
+        # A caller adding e.g. thinkingConfig through extra should not lose max_tokens.
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            body[name] = {**current, **value}
+        else:
+            body[name] = value
+    return body
+
+
+def classify_error(
+    status: int, body: object, headers: Mapping[str, str], *, wall_now: float
+) -> AttemptFailed:
+    """Map a non-2xx Gemini answer to an `AttemptFailed` (PROVIDERS.md 5.5)."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    details = [d for d in _list(error.get("details")) if isinstance(d, dict)]
+    status_name = error.get("status")
+    label = f"HTTP {status} {status_name}" if isinstance(status_name, str) else f"HTTP {status}"
+    message = f"{label}: " + error_message(body, httpx.codes.get_reason_phrase(status) or "error")
+
+    if status == 429:
+        retry_after = _retry_delay(details)
+        if retry_after is None:
+            retry_after = parse_retry_after(headers, wall_now)
+        quota_ids = _quota_ids(details)
+        reset_at = (
+            next_pacific_midnight(wall_now) if any("PerDay" in q for q in quota_ids) else None
+        )
+        if quota_ids:
+            message = f"{label}: quota exceeded ({', '.join(quota_ids)[:_MAX_DETAIL]})"
+        return AttemptFailed(
+            "rate_limited_remote",
+            message,
+            status=status,
+            retry_after=retry_after,
+            quota_reset_at=reset_at,
+        )
+    if status in (401, 403) or (status == 400 and _has_reason(details, "API_KEY_INVALID")):
+        return AttemptFailed("client_error", message, status=status, key_invalid=True)
+    if status in _SERVER_STATUSES or status >= 500:
+        return AttemptFailed(
+            "server_error", message, status=status, retry_after=parse_retry_after(headers, wall_now)
+        )
+    return AttemptFailed("client_error", message, status=status)
+
+
+def next_pacific_midnight(now: float) -> float:
+    """Unix time of the first midnight in America/Los_Angeles after `now`: when Gemini's
+    per-day quotas reset."""
+    zone = _pacific()
+    today = datetime.fromtimestamp(now, zone).date()
+    # Midnight never falls in a DST gap in Los Angeles (changes happen at 02:00).
+    return datetime.combine(today + timedelta(days=1), wall_time(0), tzinfo=zone).timestamp()
+
+
+@functools.cache
+def _pacific() -> tzinfo:
+    try:
+        return ZoneInfo("America/Los_Angeles")
+    except ZoneInfoNotFoundError:
+        # Cached, so this is said once per process rather than per 429.
+        logger.warning("no tz database for America/Los_Angeles; daily quotas reset at UTC-8")
+        return timezone(timedelta(hours=-8))
+
+
+def _parse_response(data: JSONObject, key: str) -> ProviderResponse:
+    blocked = _blocked_prompt(data)
+    if blocked is not None:
+        raise blocked
+    if "error" in data:
+        message = error_message(data, "error object in a 200 answer")
+        raise AttemptFailed("server_error", _scrub(f"HTTP 200: {message}", key), status=200)
+    candidate = _first_candidate(data)
+    if candidate is None:
+        raise AttemptFailed("server_error", "HTTP 200: answer has no candidates", status=200)
+    text = _candidate_text(candidate)
+    raw_finish = candidate.get("finishReason")
+    finish = None if raw_finish is None else _map_finish(raw_finish)
+    if finish == "content_filter" and not text:
+        raise _filtered(raw_finish, candidate)
+    model_version = data.get("modelVersion")
+    return ProviderResponse(
+        text=text,
+        finish_reason=finish,
+        usage=_usage(data.get("usageMetadata")),
+        served_model=model_version if isinstance(model_version, str) else None,
+        raw=data,
+    )
+
+
+def _blocked_prompt(data: JSONObject) -> AttemptFailed | None:
+    feedback = data.get("promptFeedback")
+    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+    if reason is None:
+        return None
+    # Another key or a retry gets the same verdict, so this is final for the candidate.
+    return AttemptFailed(
+        "client_error",
+        f"prompt blocked by the provider's content filter (blockReason {_short(reason)})",
+        status=200,
+        retryable=False,
+    )
+
+
+def _filtered(raw_finish: object, candidate: JSONObject | None) -> AttemptFailed:
+    message = (
+        f"response blocked by the provider's content filter (finishReason {_short(raw_finish)})"
+    )
+    explanation = candidate.get("finishMessage") if candidate else None
+    if isinstance(explanation, str) and explanation:
+        message += f": {explanation[:_MAX_DETAIL]}"
+    return AttemptFailed("client_error", message, status=200, retryable=False)
+
+
+def _first_candidate(data: JSONObject) -> JSONObject | None:
+    candidates = data.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        return candidates[0]
+    return None
+
+
+def _candidate_text(candidate: JSONObject | None) -> str:
+    # A filtered candidate may come without content or with empty parts.
+    content = candidate.get("content") if candidate else None
+    if not isinstance(content, dict):
+        return ""
+    return "".join(
+        part["text"]
+        for part in _list(content.get("parts"))
+        if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")
+    )
+
+
+def _map_finish(raw: object) -> str:
+    if not isinstance(raw, str) or not raw or raw == "FINISH_REASON_UNSPECIFIED":
+        return "other"
+    mapped = _FINISH_REASONS.get(raw)
+    if mapped is not None:
+        return mapped
+    return "content_filter" if raw in _FILTER_REASONS else raw.lower()
+
+
+def _usage(meta: object) -> Usage | None:
+    if not isinstance(meta, dict):
+        return None
+    prompt = _count(meta.get("promptTokenCount"))
+    candidates = _count(meta.get("candidatesTokenCount"))
+    thoughts = _count(meta.get("thoughtsTokenCount"))
+    total = _count(meta.get("totalTokenCount"))
+    if prompt is None and candidates is None and thoughts is None and total is None:
+        return None
+    prompt_tokens = prompt or 0
+    # Thinking tokens are billed as output (PROVIDERS.md 5.3).
+    completion_tokens = (candidates or 0) + (thoughts or 0)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=total if total is not None else prompt_tokens + completion_tokens,
+    )
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _retry_delay(details: list[JSONObject]) -> float | None:
+    for detail in details:
+        if not str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            continue
+        delay = detail.get("retryDelay")
+        seconds: float | None = None
+        if isinstance(delay, str):
+            match = _DURATION.fullmatch(delay)
+            seconds = float(match.group(1)) if match else None
+        elif isinstance(delay, dict):
+            # The protobuf object form, in case a proxy re-encodes the Duration.
+            secs, nanos = delay.get("seconds", 0), delay.get("nanos", 0)
+            if isinstance(secs, int | float | str) and isinstance(nanos, int | float):
+                try:
+                    seconds = float(secs) + float(nanos) / 1e9
+                except ValueError:
+                    seconds = None
+        if seconds is not None:
+            return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return None
+
+
+def _quota_ids(details: list[JSONObject]) -> list[str]:
+    ids: list[str] = []
+    for detail in details:
+        if not str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            continue
+        for violation in _list(detail.get("violations")):
+            if isinstance(violation, dict) and isinstance(violation.get("quotaId"), str):
+                ids.append(violation["quotaId"])
+    return ids
+
+
+def _has_reason(details: list[JSONObject], reason: str) -> bool:
+    return any(detail.get("reason") == reason for detail in details)
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _short(value: object) -> str:
+    return str(value)[:40]
+
+
+def _scrub(message: str, key: str) -> str:
+    return message.replace(key, "***") if key else message
+
+
+def _require_key(key: str | None) -> str:
+    if not key:
+        raise ValueError("google_ai_studio needs an API key for every attempt")
+    return key
