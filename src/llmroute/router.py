@@ -174,6 +174,7 @@ class _Served(Generic[_T]):
     slot: int
     ticket: Ticket | None
     started: float
+    waited: float
 
 
 class _Call:
@@ -793,7 +794,7 @@ class Router:
                 if ticket is not None:
                     await store.release(ticket)
                 raise
-            return _Served(result, slot, ticket, started)
+            return _Served(result, slot, ticket, started, waited)
 
     def _backoff(self, cand: _Candidate, retries_left: int, hint: float | None) -> float | None:
         """Seconds before the next same-candidate retry, or None to move on instead."""
@@ -884,6 +885,7 @@ class Router:
                 key=cand.slot_labels[served.slot],
                 outcome="ok",
                 status=200 if cand.provider_config.uses_keys else None,
+                waited_s=served.waited,
                 latency_ms=latency,
             )
         )

@@ -4,7 +4,7 @@
 from llmroute.testing import FakeClock, FakeScript, FakeTransport, RateLimit, Reply
 
 script = FakeScript()
-script.script("llama-3.1-8b-instant", RateLimit(retry_after=5), Reply("hello"))
+script.script("llama-3.1-8b-instant", RateLimit(retry_after=5), Reply(text="hello"))
 clock = FakeClock()
 client = httpx.AsyncClient(transport=FakeTransport(script, clock=clock))
 async with Router(models=..., http_client=client, clock=clock) as router:
@@ -16,7 +16,41 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["FakeClock"]
+from llmroute.testing._script import (
+    Behaviour,
+    Blocked,
+    FakeScript,
+    Garbage,
+    InvalidKey,
+    RateLimit,
+    RecordedRequest,
+    Reply,
+    ServerError,
+    Status,
+    Stream,
+    Timeout,
+)
+from llmroute.testing._server import FakeProviderServer, serve_in_thread
+from llmroute.testing._transport import FakeTransport
+
+__all__ = [
+    "Behaviour",
+    "Blocked",
+    "FakeClock",
+    "FakeProviderServer",
+    "FakeScript",
+    "FakeTransport",
+    "Garbage",
+    "InvalidKey",
+    "RateLimit",
+    "RecordedRequest",
+    "Reply",
+    "ServerError",
+    "Status",
+    "Stream",
+    "Timeout",
+    "serve_in_thread",
+]
 
 
 class FakeClock:
