@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import llmroute
+import llmroute.errors
+import llmroute.testing
+
+
+def test_root_exports_match_all() -> None:
+    assert sorted(llmroute.__all__) == llmroute.__all__ or set(llmroute.__all__)
+    for name in ("Router", "Completion", "Chunk", "Attempt", "Usage", "ModelUsage"):
+        assert name in llmroute.__all__
+        assert getattr(llmroute, name).__name__ == name
+    assert isinstance(llmroute.__version__, str)
+
+
+def test_error_tree() -> None:
+    e = llmroute.errors
+    assert issubclass(e.ConfigError, e.LLMRouteError)
+    assert issubclass(e.UnknownTargetError, e.LLMRouteError)
+    for name in (
+        "PaidModelBlockedError",
+        "ProviderUnavailableError",
+        "ProviderError",
+        "RoutingError",
+    ):
+        assert issubclass(getattr(e, name), e.RequestError)
+    assert issubclass(e.RateLimitedError, e.RoutingError)
+    for name in e.__all__:
+        assert hasattr(e, name)
+
+
+def test_testing_exports() -> None:
+    for name in llmroute.testing.__all__:
+        assert hasattr(llmroute.testing, name)
+
+
+def test_import_is_light() -> None:
+    # `import llmroute` must not drag in the HTTP stack, YAML or tenacity.
+    code = (
+        "import sys, llmroute; "
+        "print(','.join(m for m in ('httpx', 'aiohttp', 'yaml', 'tenacity') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
