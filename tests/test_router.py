@@ -169,8 +169,15 @@ async def test_paid_gate(
             await router.complete("paid/x", "hi")
         assert info.value.attempts[0].outcome == "skipped_paid"
     assert upstream.requests == []
-    for value, expected in [("TRUE", True), ("1", True), ("yes", True), ("On", True),
-                            ("false", False), ("2", False), ("", False)]:  # fmt: skip
+    for value, expected in [
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("2", False),
+        ("", False),
+    ]:
         monkeypatch.setenv("USE_PAID_MODELS", value)
         assert make_router(upstream, clock).use_paid_models is expected
     monkeypatch.setenv("USE_PAID_MODELS", "true")
@@ -441,9 +448,12 @@ async def test_cancellation_gives_the_charge_back(clock: FakeClock) -> None:
 
     limits = {"models": {"free/a": {"rpm": 1}}, "strategy": {"on_limit": "fallback"}}
     router = Router(
-        models_config(), limits, env_file=None, clock=clock,
+        models_config(),
+        limits,
+        env_file=None,
+        clock=clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )  # fmt: skip
+    )
     async with router:
         task = asyncio.create_task(router.complete("free/a", "hi"))
         await asyncio.sleep(0.01)
@@ -487,9 +497,11 @@ async def test_one_info_line_per_request_and_debug_per_attempt(
 @pytest.mark.usefixtures("env")
 def test_complete_sync(upstream: Upstream) -> None:
     with Router(
-        models_config(), {}, env_file=None,
+        models_config(),
+        {},
+        env_file=None,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)),
-    ) as router:  # fmt: skip
+    ) as router:
         assert router.complete_sync("free/a", "hi").text == "from a"
         assert router.complete_sync("free/b", "hi").text == "from b"
 

@@ -28,7 +28,7 @@ CONFIG: dict[str, Any] = {
             "base_url": "http://fake.test/v1beta",
             "api_keys": GEMINI_KEYS,
         },
-    },  # fmt: skip
+    },
     "models": {"oai/a": {"provider": "oai"}, "gem/flash": {"provider": "gem"}},
     "routes": {"both": ["gem/flash", "oai/a"]},
 }
@@ -61,8 +61,9 @@ def failing(kind: str) -> Any:
     return handler
 
 
-@pytest.mark.parametrize("kind", ["400", "401", "403", "429", "500", "503", "transport", "timeout",
-                                  "garbage"])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind", ["400", "401", "403", "429", "500", "503", "transport", "timeout", "garbage"]
+)
 @pytest.mark.parametrize("target", ["both", "oai/a", "gem/flash"])
 async def test_no_secret_leaks(
     kind: str, target: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
@@ -70,9 +71,13 @@ async def test_no_secret_leaks(
     caplog.set_level(logging.DEBUG)
     clock = FakeClock()
     router = Router(
-        CONFIG, {}, env_file=None, cache_dir=tmp_path, clock=clock,
+        CONFIG,
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(failing(kind))),
-    )  # fmt: skip
+    )
     texts: list[str] = [repr(router), repr(router.config)]
     async with router:
         for call in ("complete", "stream"):

@@ -34,7 +34,7 @@ def config(base_url: str) -> dict[str, Any]:
                 "base_url": f"{base_url}/v1beta",
                 "api_keys": ["g-key-0", "g-key-1"],
             },
-        },  # fmt: skip
+        },
         "models": {
             "oai/a": {"provider": "oai", "model": "a"},
             "oai/b": {"provider": "oai", "model": "b"},
@@ -274,9 +274,13 @@ async def test_tolerant_sse_reader(clock: FakeClock, tmp_path: Any, body: bytes)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
     router = Router(
-        config("http://fake.test"), {}, env_file=None, cache_dir=tmp_path, clock=clock,
+        config("http://fake.test"),
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )  # fmt: skip
+    )
     async with router:
         chunks = await collect(router, "oai/a")
     assert "".join(c.text for c in chunks) == "Hello"
@@ -293,9 +297,13 @@ async def test_error_event_inside_the_stream(clock: FakeClock, tmp_path: Any) ->
         return httpx.Response(200, content=body)
 
     router = Router(
-        config("http://fake.test"), {}, env_file=None, cache_dir=tmp_path, clock=clock,
+        config("http://fake.test"),
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )  # fmt: skip
+    )
     async with router:
         with pytest.raises(ProviderError, match="Upstream provider disconnected"):
             await collect(router, "oai/a")
@@ -308,9 +316,13 @@ async def test_stream_cut_without_done_fails(clock: FakeClock, tmp_path: Any) ->
         return httpx.Response(200, content=body)
 
     router = Router(
-        config("http://fake.test"), {}, env_file=None, cache_dir=tmp_path, clock=clock,
+        config("http://fake.test"),
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )  # fmt: skip
+    )
     async with router:
         with pytest.raises(StreamInterruptedError) as info:
             await collect(router, "oai/a")

@@ -71,20 +71,26 @@ def _problems(models: Any, limits: Any = None) -> str:
     ("patch", "expected"),
     [
         ({"providers": {"p": {"type": "opnai", "base_url": "x"}}}, "providers.p.type"),
-        ({"providers": {"p": {"type": "openai_compatible", "base_url": "x", "timout": 3}}},
-         "providers.p.timout: unknown field"),
+        (
+            {"providers": {"p": {"type": "openai_compatible", "base_url": "x", "timout": 3}}},
+            "providers.p.timout: unknown field",
+        ),
         ({"providers": {"p": {"type": "openai_compatible"}}}, "providers.p.base_url: missing"),
         ({"models": {"m": {"provider": "nope"}}}, "models.m.provider: unknown provider 'nope'"),
         ({"models": {"m": {"provider": "p", "colour": 1}}}, "models.m.colour: unknown field"),
-        ({"models": {"m": {"provider": "p", "fallbacks": ["ghost"]}}},
-         "models.m.fallbacks[0]: unknown model or route 'ghost'"),
+        (
+            {"models": {"m": {"provider": "p", "fallbacks": ["ghost"]}}},
+            "models.m.fallbacks[0]: unknown model or route 'ghost'",
+        ),
         ({"routes": {"r": ["m", "ghost"]}}, "routes.r[1]: unknown model or route 'ghost'"),
         ({"routes": {"a": ["b"], "b": ["a"]}}, "cycle"),
         ({"extra": 1}, "(top level).extra: unknown field"),
-        ({"models": {"m": {"provider": "p", "context_window": -5}}},
-         "models.m.context_window: expected a positive integer"),
+        (
+            {"models": {"m": {"provider": "p", "context_window": -5}}},
+            "models.m.context_window: expected a positive integer",
+        ),
     ],
-)  # fmt: skip
+)
 def test_models_problems_name_the_key_path(patch: dict[str, Any], expected: str) -> None:
     base: dict[str, Any] = {
         "providers": {"p": {"type": "openai_compatible", "base_url": "http://x"}},

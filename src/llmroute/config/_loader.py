@@ -49,20 +49,49 @@ _T = TypeVar("_T")
 
 _PROVIDER_TYPES = ("openai_compatible", "google_ai_studio", "codex_cli", "claude_code")
 _HTTP_FIELDS = frozenset(
-    {"type", "base_url", "api_key", "api_keys", "timeout", "retries", "headers", "paid",
-     "rotation", "cooldown_seconds", "max_concurrency"}
-)  # fmt: skip
+    {
+        "type",
+        "base_url",
+        "api_key",
+        "api_keys",
+        "timeout",
+        "retries",
+        "headers",
+        "paid",
+        "rotation",
+        "cooldown_seconds",
+        "max_concurrency",
+    }
+)
 _CLI_FIELDS = frozenset(
-    {"type", "command", "env", "timeout", "retries", "paid", "cooldown_seconds",
-     "max_concurrency"}
-)  # fmt: skip
+    {"type", "command", "env", "timeout", "retries", "paid", "cooldown_seconds", "max_concurrency"}
+)
 _DEFAULT_BASE_URLS = {"google_ai_studio": "https://generativelanguage.googleapis.com/v1beta"}
 _DEFAULT_COMMANDS = {
-    "claude_code": ("claude", "-p", "--output-format", "json", "--tools", "",
-                    "--no-session-persistence", "--model", "{model}"),
-    "codex_cli": ("codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral",
-                  "-c", "features.plugins=false", "--model", "{model}", "-"),
-}  # fmt: skip
+    "claude_code": (
+        "claude",
+        "-p",
+        "--output-format",
+        "json",
+        "--tools",
+        "",
+        "--no-session-persistence",
+        "--model",
+        "{model}",
+    ),
+    "codex_cli": (
+        "codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "-c",
+        "features.plugins=false",
+        "--model",
+        "{model}",
+        "-",
+    ),
+}
 _MODEL_FIELDS = frozenset({"provider", "model", "paid", "context_window", "price", "fallbacks"})
 _LIMIT_FIELDS = frozenset({"rpm", "tpm", "rpd", "tpd", "per_key", "on_limit", "max_wait_seconds"})
 
@@ -196,9 +225,14 @@ class _Checker:
                 self.fail(f"{path}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
 
     def typed(
-        self, raw: Mapping[str, Any], key: str, path: str, check: Callable[[Any], bool],
-        want: str, default: _T,
-    ) -> _T:  # fmt: skip
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        check: Callable[[Any], bool],
+        want: str,
+        default: _T,
+    ) -> _T:
         if key not in raw or raw[key] is None:
             return default
         value = raw[key]
@@ -207,8 +241,9 @@ class _Checker:
             return default
         return cast(_T, value)
 
-    def number(self, raw: Mapping[str, Any], key: str, path: str, default: _T, *,
-               positive: bool = False) -> float | _T:  # fmt: skip
+    def number(
+        self, raw: Mapping[str, Any], key: str, path: str, default: _T, *, positive: bool = False
+    ) -> float | _T:
         def ok(v: Any) -> bool:
             return _is_number(v) and (v > 0 if positive else v >= 0)
 
@@ -216,8 +251,9 @@ class _Checker:
         value: Any = self.typed(raw, key, path, ok, want, default)
         return float(value) if _is_number(value) else value  # type: ignore[no-any-return,unused-ignore]
 
-    def integer(self, raw: Mapping[str, Any], key: str, path: str, default: _T, *,
-                positive: bool = False) -> int | _T:  # fmt: skip
+    def integer(
+        self, raw: Mapping[str, Any], key: str, path: str, default: _T, *, positive: bool = False
+    ) -> int | _T:
         def ok(v: Any) -> bool:
             return (
                 isinstance(v, int) and not isinstance(v, bool) and (v > 0 if positive else v >= 0)
@@ -229,8 +265,9 @@ class _Checker:
     def boolean(self, raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
         return self.typed(raw, key, path, lambda v: isinstance(v, bool), "true or false", default)
 
-    def choice(self, raw: Mapping[str, Any], key: str, path: str, options: tuple[str, ...],
-               default: _T) -> str | _T:  # fmt: skip
+    def choice(
+        self, raw: Mapping[str, Any], key: str, path: str, options: tuple[str, ...], default: _T
+    ) -> str | _T:
         return self.typed(
             raw, key, path, lambda v: v in options, "one of " + ", ".join(options), default
         )
@@ -315,9 +352,13 @@ class _ModelsBuilder(_Checker):
             command = tuple(self.strings(raw, "command", path)) or _DEFAULT_COMMANDS[kind]
         else:
             base_url = self.typed(
-                raw, "base_url", path, lambda v: isinstance(v, str) and bool(v), "a URL string",
+                raw,
+                "base_url",
+                path,
+                lambda v: isinstance(v, str) and bool(v),
+                "a URL string",
                 _DEFAULT_BASE_URLS.get(kind),
-            )  # fmt: skip
+            )
             if base_url is None:
                 self.fail(f"{path}.base_url", "missing")
             else:
