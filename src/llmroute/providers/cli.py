@@ -1,0 +1,584 @@
+"""Claude Code (`claude -p`) and Codex (`codex exec`) as models behind the `Provider` protocol.
+
+Each attempt runs the configured command once, with `{model}` replaced by the request's
+model, the conversation flattened to one prompt on stdin, and `request.timeout` as the wall
+clock (waiting for a concurrency slot included). The process machinery lives in
+`_subprocess`; this module only builds the invocation and reads the CLIs' output.
+
+How an attempt ends (PROVIDERS.md sections 6, 7 and 7.6):
+
+    Claude `is_error: true` (whatever `subtype` says), by `api_error_status`:
+        429, or a usage-limit message          rate_limited_remote
+        529, 5xx                               server_error (retryable)
+        401, 403, authentication failures      client_error, not retryable
+        anything else                          client_error
+    Codex `turn.failed`, or a non-zero exit, by message text:
+        429 / rate limit / usage limit / Too Many Requests   rate_limited_remote
+        401, 403, not logged in                              client_error, not retryable
+        anything else                                        server_error (retryable)
+    Either CLI:
+        wall clock ran out (group killed)      timeout
+        crash, unparsable or missing result    server_error (retryable)
+        executable cannot be started           transport_error, not retryable
+
+A top-level Codex `error` line is not a failure by itself: Codex prints one for a retry
+that may still succeed. Messages carry the end of stderr with every `env:` value and every
+secret-looking environment variable removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import ClassVar
+
+from llmroute.config._schema import ProviderConfig
+from llmroute.providers._subprocess import Runner, RunResult, SubprocessRunner
+from llmroute.providers.base import (
+    AttemptFailed,
+    FailureKind,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    StreamEvent,
+)
+from llmroute.trace import Usage
+
+__all__ = ["ClaudeCodeProvider", "CodexCliProvider", "flatten_messages"]
+
+logger = logging.getLogger(__name__)
+
+JSONObject = dict[str, object]
+
+#: characters of stderr (and of an error text) kept in a failure message
+MESSAGE_TAIL_CHARS = 500
+
+_RATE_LIMIT = re.compile(
+    r"\b429\b|rate[ _-]?limit|usage limit|too many requests|hit your limit", re.IGNORECASE
+)
+_AUTH_FAILURE = re.compile(
+    r"\b40[13]\b|authentication_failed|unauthori[sz]ed|forbidden|not logged in"
+    r"|invalid (?:x-)?api[ -]key",
+    re.IGNORECASE,
+)
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+# Shorter values ("1", "true") are settings, and scrubbing them would garble every message.
+_MIN_SECRET_LEN = 4
+
+_ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+_CLAUDE_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def flatten_messages(messages: Sequence[Message]) -> str:
+    """The conversation as one prompt: system messages first, each turn labelled by role.
+
+    >>> flatten_messages([{"role": "user", "content": "Hi"}, {"role": "system", "content": "Hush"}])
+    'System: Hush\\n\\nUser: Hi'
+    """
+    system = [m for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    parts = []
+    for message in (*system, *rest):
+        role = message.get("role", "user")
+        label = _ROLE_LABELS.get(role, role.capitalize())
+        parts.append(f"{label}: {message.get('content', '')}")
+    return "\n\n".join(parts)
+
+
+class _CliProvider:
+    """What both CLIs share: invocation, concurrency slots, failures and scrubbing."""
+
+    #: the CLI's name in messages
+    _cli: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig, *, runner: Runner | None = None) -> None:
+        self.name = config.name
+        self._command = tuple(config.command)
+        self._env = dict(config.env)
+        self._runner: Runner = runner if runner is not None else SubprocessRunner()
+        self._slots = asyncio.Semaphore(max(1, config.max_concurrency))
+        #: why this provider cannot run (no command, executable not on PATH), or None.
+        #: Decided once here; the router skips the provider's models while it is set.
+        self.unavailable_reason: str | None = _unavailable_reason(self._command)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    async def aclose(self) -> None:
+        """Nothing to release: no process outlives the call that started it."""
+
+    def _argv(self, request: ProviderRequest) -> tuple[str, ...]:
+        return tuple(part.replace("{model}", request.model) for part in self._command)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, request: ProviderRequest) -> AsyncIterator[float]:
+        """Hold one of `max_concurrency` slots; yields the seconds left of the timeout."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(request.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self._failure(
+                "timeout", request, f"no free slot within {request.timeout:g}s", reached=False
+            ) from None
+        try:
+            yield max(0.0, request.timeout - (loop.time() - started))
+        finally:
+            self._slots.release()
+
+    async def _run(self, request: ProviderRequest) -> RunResult:
+        argv = self._argv(request)
+        stdin = flatten_messages(request.messages).encode()
+        async with self._slot(request) as remaining:
+            try:
+                result = await self._runner.run(argv, stdin=stdin, timeout=remaining, env=self._env)
+            except OSError as exc:
+                raise self._start_failure(request, argv, exc) from exc
+        logger.debug(
+            "%s: %s exited %d after %.2fs", self.name, self._cli, result.returncode, result.duration
+        )
+        return result
+
+    def _lines(
+        self, request: ProviderRequest, remaining: float
+    ) -> AsyncGenerator[bytes | RunResult, None]:
+        return self._runner.stream(
+            self._argv(request),
+            stdin=flatten_messages(request.messages).encode(),
+            timeout=remaining,
+            env=self._env,
+        )
+
+    def _start_failure(
+        self, request: ProviderRequest, argv: Sequence[str], exc: OSError
+    ) -> AttemptFailed:
+        reason = exc.strerror or type(exc).__name__
+        return self._failure(
+            "transport_error",
+            request,
+            f"cannot start {argv[0]!r}: {reason}",
+            retryable=False,
+            reached=False,
+        )
+
+    def _check_ended(self, request: ProviderRequest, result: RunResult) -> None:
+        """Raise for a run that the runner had to kill."""
+        if result.timed_out:
+            raise self._failure(
+                "timeout",
+                request,
+                f"no answer within {request.timeout:g}s, process group killed",
+                result=result,
+            )
+        if result.stdout_overflow:
+            raise self._failure(
+                "server_error", request, "output too large, process group killed", result=result
+            )
+
+    def _failure(
+        self,
+        kind: FailureKind,
+        request: ProviderRequest,
+        detail: str,
+        *,
+        result: RunResult | None = None,
+        retryable: bool | None = None,
+        reached: bool = True,
+    ) -> AttemptFailed:
+        secrets = self._secrets()
+        detail = _clip_head(_scrub(detail, secrets))
+        message = f"{self.name} ({request.model}): {self._cli} {detail}"
+        if result is not None:
+            # Scrubbed before clipping, so no secret is cut into an unrecognisable piece.
+            tail = _scrub(result.stderr_tail.decode("utf-8", "replace"), secrets).strip()
+            if tail:
+                clipped = tail[-MESSAGE_TAIL_CHARS:]
+                message += f"; stderr: {'...' if len(clipped) < len(tail) else ''}{clipped}"
+        return AttemptFailed(kind, message, retryable=retryable, reached=reached)
+
+    def _secrets(self) -> list[str]:
+        values = set(self._env.values())
+        values.update(value for name, value in os.environ.items() if _SECRET_NAME.search(name))
+        return sorted((v for v in values if len(v) >= _MIN_SECRET_LEN), key=len, reverse=True)
+
+
+class ClaudeCodeProvider(_CliProvider):
+    """Claude Code in print mode (`claude -p --output-format json`) as a provider.
+
+    `config.command` is the argv template; with `--output-format stream-json --verbose` in
+    it, `stream()` yields text as it arrives (token deltas with
+    `--include-partial-messages`), otherwise the whole answer comes as one event.
+    `runner` replaces the real subprocess runner (tests script the CLI with it).
+
+        provider = ClaudeCodeProvider(ProviderConfig(
+            name="claude", type="claude_code", uses_keys=False,
+            command=("claude", "-p", "--output-format", "json", "--model", "{model}")))
+    """
+
+    _cli = "claude"
+
+    async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
+        """Run the CLI once and read its JSON result. Raises `AttemptFailed`."""
+        result = await self._run(request)
+        self._check_ended(request, result)
+        final = _claude_result(result.stdout)
+        if final is None:
+            raise self._no_result(request, result)
+        self._raise_if_failed(request, final, result)
+        text = final.get("result")
+        if not isinstance(text, str):
+            raise self._failure("server_error", request, "result has no text", result=result)
+        return ProviderResponse(
+            text=text,
+            finish_reason=_claude_finish(final),
+            usage=_usage(final.get("usage")),
+            served_model=_served_model(final.get("modelUsage")),
+            raw=final,
+        )
+
+    async def stream(
+        self, request: ProviderRequest, key: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Yield text as the CLI prints it, then one event with finish reason and usage."""
+        if not _is_stream_json(self._command):
+            response = await self.complete(request, key)
+            yield StreamEvent(
+                text=response.text,
+                finish_reason=response.finish_reason,
+                usage=response.usage,
+                served_model=response.served_model,
+            )
+            return
+        partial = "--include-partial-messages" in self._command
+        served: str | None = None
+        final: JSONObject | None = None
+        ended: RunResult | None = None
+        streamed = False
+        async with (
+            self._slot(request) as remaining,
+            contextlib.aclosing(self._lines(request, remaining)) as lines,
+        ):
+            try:
+                async for item in lines:
+                    if isinstance(item, RunResult):
+                        ended = item
+                        break
+                    event = _json_object(item)
+                    if event is None:
+                        continue
+                    kind = event.get("type")
+                    text = ""
+                    if kind == "stream_event":
+                        partial = True
+                        text = _delta_text(event.get("event"))
+                    elif kind == "assistant":
+                        message = event.get("message")
+                        served = _str_field(message, "model") or served
+                        if not partial:
+                            text = _assistant_text(message)
+                    elif kind == "system" and event.get("subtype") == "init":
+                        served = served or _str_field(event, "model")
+                    elif kind == "result":
+                        final = event
+                    if text:
+                        streamed = True
+                        yield StreamEvent(text=text)
+            except OSError as exc:
+                raise self._start_failure(request, self._argv(request), exc) from exc
+        if ended is None:
+            raise self._failure("server_error", request, "runner ended without an exit status")
+        self._check_ended(request, ended)
+        if final is None:
+            raise self._no_result(request, ended)
+        self._raise_if_failed(request, final, ended)
+        # The final result is the authoritative text; it only fills in for a run that
+        # streamed none (an answer without text blocks).
+        fill_in = _str_field(final, "result") if not streamed else None
+        yield StreamEvent(
+            text=fill_in or "",
+            finish_reason=_claude_finish(final),
+            usage=_usage(final.get("usage")),
+            served_model=_served_model(final.get("modelUsage")) or served,
+        )
+
+    def _no_result(self, request: ProviderRequest, result: RunResult) -> AttemptFailed:
+        if result.returncode != 0:
+            detail = f"exited with status {result.returncode} without a result"
+        else:
+            detail = "printed no JSON result (unparsable output)"
+        return self._failure("server_error", request, detail, result=result)
+
+    def _raise_if_failed(
+        self, request: ProviderRequest, final: JSONObject, result: RunResult
+    ) -> None:
+        subtype = final.get("subtype")
+        failed = final.get("is_error") is True or (
+            isinstance(subtype, str) and subtype.startswith("error")
+        )
+        if not failed:
+            if result.returncode != 0:
+                raise self._failure(
+                    "server_error",
+                    request,
+                    f"exited with status {result.returncode} after reporting success",
+                    result=result,
+                )
+            return
+        status = _int_field(final, "api_error_status")
+        detail = _claude_error_text(final)
+        prefix = f"API error {status}: " if status is not None else ""
+        kind: FailureKind = "client_error"
+        retryable: bool | None = None
+        if status == 429 or (status is None and _RATE_LIMIT.search(detail)):
+            kind = "rate_limited_remote"
+        elif status is not None and (status == 529 or 500 <= status < 600):
+            kind = "server_error"
+        elif status in (401, 403) or _AUTH_FAILURE.search(detail):
+            retryable = False
+        raise self._failure(kind, request, prefix + detail, result=result, retryable=retryable)
+
+
+class CodexCliProvider(_CliProvider):
+    """OpenAI Codex (`codex exec --json ... -`) as a provider.
+
+    The answer is the last `agent_message`; usage comes from `turn.completed`. `stream()`
+    yields each agent message as it completes (Codex prints no token deltas), then one
+    event with the usage. `runner` replaces the real subprocess runner.
+
+        provider = CodexCliProvider(ProviderConfig(
+            name="codex", type="codex_cli", uses_keys=False, timeout=300,
+            command=("codex", "exec", "--json", "--skip-git-repo-check", "-m", "{model}", "-")))
+    """
+
+    _cli = "codex"
+
+    async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
+        """Run the CLI once and read its JSONL events. Raises `AttemptFailed`."""
+        result = await self._run(request)
+        self._check_ended(request, result)
+        turn = _CodexTurn()
+        for line in result.stdout.splitlines():
+            turn.feed(line)
+        self._raise_if_failed(request, turn, result)
+        return ProviderResponse(
+            text=turn.messages[-1],
+            finish_reason="stop",
+            usage=turn.usage,
+            served_model=None,
+            raw=turn.events,
+        )
+
+    async def stream(
+        self, request: ProviderRequest, key: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Yield each agent message as Codex completes it, then one event with the usage."""
+        turn = _CodexTurn()
+        ended: RunResult | None = None
+        async with (
+            self._slot(request) as remaining,
+            contextlib.aclosing(self._lines(request, remaining)) as lines,
+        ):
+            try:
+                async for item in lines:
+                    if isinstance(item, RunResult):
+                        ended = item
+                        break
+                    text = turn.feed(item)
+                    if text is not None:
+                        # Separated like paragraphs, so the joined deltas read as one answer.
+                        yield StreamEvent(text=text if len(turn.messages) == 1 else f"\n\n{text}")
+            except OSError as exc:
+                raise self._start_failure(request, self._argv(request), exc) from exc
+        if ended is None:
+            raise self._failure("server_error", request, "runner ended without an exit status")
+        self._check_ended(request, ended)
+        self._raise_if_failed(request, turn, ended)
+        yield StreamEvent(finish_reason="stop", usage=turn.usage)
+
+    def _raise_if_failed(
+        self, request: ProviderRequest, turn: _CodexTurn, result: RunResult
+    ) -> None:
+        if turn.failed is not None or result.returncode != 0:
+            if turn.failed is not None:
+                detail = f"turn failed: {turn.failed}"
+            elif turn.last_error is not None:
+                detail = f"exited with status {result.returncode}: {turn.last_error}"
+            else:
+                detail = f"exited with status {result.returncode}"
+            # The turn's own message decides when there is one; stderr may hold log lines
+            # about retries that recovered.
+            evidence = detail
+            if turn.failed is None:
+                evidence += "\n" + result.stderr_tail.decode("utf-8", "replace")
+            kind: FailureKind = "server_error"
+            retryable: bool | None = None
+            if _RATE_LIMIT.search(evidence):
+                kind = "rate_limited_remote"
+            elif _AUTH_FAILURE.search(evidence):
+                kind, retryable = "client_error", False
+            raise self._failure(kind, request, detail, result=result, retryable=retryable)
+        if not turn.messages:
+            detail = "printed no agent message" if turn.events else "printed no JSON events"
+            raise self._failure("server_error", request, detail, result=result)
+
+
+class _CodexTurn:
+    """The facts of one `codex exec --json` run, fed one stdout line at a time."""
+
+    __slots__ = ("events", "failed", "last_error", "messages", "usage")
+
+    def __init__(self) -> None:
+        self.events: list[JSONObject] = []
+        self.messages: list[str] = []
+        self.usage: Usage | None = None
+        self.failed: str | None = None
+        self.last_error: str | None = None
+
+    def feed(self, line: bytes) -> str | None:
+        """Take one line; return the text of an agent message it completes."""
+        event = _json_object(line)
+        if event is None:
+            return None
+        self.events.append(event)
+        kind = event.get("type")
+        if kind == "item.completed":
+            item = event.get("item")
+            text = _str_field(item, "text")
+            if _str_field(item, "type") == "agent_message" and text is not None:
+                self.messages.append(text)
+                return text
+        elif kind == "turn.completed":
+            self.usage = _usage(event.get("usage"))
+        elif kind == "turn.failed":
+            self.failed = _str_field(event.get("error"), "message") or "no message"
+        elif kind == "error":
+            self.last_error = _str_field(event, "message")
+        return None
+
+
+def _unavailable_reason(command: Sequence[str]) -> str | None:
+    if not command or not command[0]:
+        return "no command configured"
+    if shutil.which(command[0]) is None:
+        return f"executable {command[0]!r} not found on PATH"
+    return None
+
+
+def _is_stream_json(command: Sequence[str]) -> bool:
+    return "stream-json" in command or "--output-format=stream-json" in command
+
+
+def _json_object(line: bytes | str) -> JSONObject | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _claude_result(stdout: bytes) -> JSONObject | None:
+    """The `result` object of a json-mode run, tolerating an array or JSONL around it."""
+    text = stdout.decode("utf-8", "replace").strip()
+    try:
+        document: object = json.loads(text)
+    except ValueError:
+        document = [_json_object(line) for line in text.splitlines()]
+    candidates = document if isinstance(document, list) else [document]
+    for candidate in reversed(candidates):
+        if isinstance(candidate, dict) and candidate.get("type") == "result":
+            return candidate
+    return None
+
+
+def _claude_error_text(final: JSONObject) -> str:
+    text = final.get("result")
+    if isinstance(text, str) and text:
+        return text
+    errors = final.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e) for e in errors)
+    return f"failed ({final.get('subtype', 'no subtype')})"
+
+
+def _claude_finish(final: JSONObject) -> str | None:
+    reason = final.get("stop_reason")
+    if not isinstance(reason, str):
+        return None
+    return _CLAUDE_STOP_REASONS.get(reason, reason)
+
+
+def _delta_text(event: object) -> str:
+    if not isinstance(event, dict) or event.get("type") != "content_block_delta":
+        return ""
+    return _str_field(event.get("delta"), "text") or ""
+
+
+def _assistant_text(message: object) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        _str_field(block, "text") or ""
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
+def _served_model(model_usage: object) -> str | None:
+    """The model that did the work: Claude Code may also call a small model on the side."""
+    if not isinstance(model_usage, dict) or not model_usage:
+        return None
+    names = [name for name in model_usage if isinstance(name, str)]
+
+    def tokens(name: str) -> int:
+        counts = model_usage[name]
+        if not isinstance(counts, dict):
+            return 0
+        return sum(_int_field(counts, field) or 0 for field in ("inputTokens", "outputTokens"))
+
+    return max(names, key=tokens, default=None)
+
+
+def _usage(data: object) -> Usage | None:
+    prompt, completion = _int_field(data, "input_tokens"), _int_field(data, "output_tokens")
+    if prompt is None or completion is None:
+        return None
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def _int_field(data: object, name: str) -> int | None:
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_field(data: object, name: str) -> str | None:
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _clip_head(text: str) -> str:
+    text = text.strip()
+    if len(text) <= MESSAGE_TAIL_CHARS:
+        return text
+    return text[:MESSAGE_TAIL_CHARS] + "..."
