@@ -17,7 +17,7 @@ import math
 import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
@@ -660,7 +660,7 @@ class Router:
         ring = cand.keyring
         retries_left = cand.provider_config.retries
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
-        wire_request = replace(request, model=cand.wire_model)
+        wire_request = _for_attempt(request, cand.wire_model, request.timeout)
         waited = 0.0
         last: _Failed | None = None
         while True:
@@ -746,7 +746,7 @@ class Router:
             remaining = call.deadline_at - now
             this_timeout = attempt_timeout if attempt_timeout < remaining else remaining
             if this_timeout != wire_request.timeout:
-                wire_request = replace(wire_request, timeout=this_timeout)
+                wire_request = _for_attempt(wire_request, cand.wire_model, this_timeout)
             call.sent += 1
             started = clock.now()
             try:
@@ -1028,6 +1028,20 @@ def _request(
         top_p=top_p,
         stop=(stop,) if isinstance(stop, str) else (tuple(stop) if stop else None),
         extra=extra,
+    )
+
+
+def _for_attempt(request: ProviderRequest, model: str, timeout: float) -> ProviderRequest:
+    # Spelled out: dataclasses.replace introspects the fields on every call.
+    return ProviderRequest(
+        model=model,
+        messages=request.messages,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=request.stop,
+        timeout=timeout,
+        extra=request.extra,
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "iter_sse_data",
     "map_transport_errors",
     "parse_retry_after",
+    "transport_failure",
 ]
 
 #: a provider hint longer than this is the limiter's job, not a blocking sleep
@@ -109,23 +110,28 @@ def _mentions_context(message: str) -> bool:
     return "context" in lowered or "token" in lowered
 
 
+def transport_failure(exc: httpx.TransportError) -> AttemptFailed:
+    """The `AttemptFailed` for an httpx transport error (timeouts included)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return AttemptFailed(
+            "timeout",
+            f"timed out ({type(exc).__name__})",
+            reached=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+        )
+    return AttemptFailed(
+        "transport_error",
+        f"{type(exc).__name__}: {_first_line(exc)}",
+        reached=not isinstance(exc, httpx.ConnectError),
+    )
+
+
 @contextmanager
 def map_transport_errors() -> Iterator[None]:
     """Translate httpx exceptions into `AttemptFailed` at the adapter boundary."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise AttemptFailed(
-            "timeout",
-            f"timed out ({type(exc).__name__})",
-            reached=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
-        ) from exc
     except httpx.TransportError as exc:
-        raise AttemptFailed(
-            "transport_error",
-            f"{type(exc).__name__}: {_first_line(exc)}",
-            reached=not isinstance(exc, httpx.ConnectError),
-        ) from exc
+        raise transport_failure(exc) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from llmroute.providers._http import (
     iter_sse_data,
     map_transport_errors,
     parse_json_body,
+    transport_failure,
 )
 from llmroute.providers.base import AttemptFailed, ProviderRequest, ProviderResponse, StreamEvent
 from llmroute.trace import Usage
@@ -76,13 +77,15 @@ class OpenAICompatibleProvider:
         return json.dumps(body, ensure_ascii=False).encode()
 
     async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
-        with map_transport_errors():
+        try:
             response = await self._get_client().post(
                 self._url,
                 content=self._body(request, stream=False),
                 headers=self._headers(key),
                 timeout=request.timeout,
             )
+        except httpx.TransportError as exc:
+            raise transport_failure(exc) from exc
         content = response.content
         status = response.status_code
         if status != 200:
