@@ -161,6 +161,7 @@ async def test_child_sees_allow_listed_env_and_private_dirs(bin_dir: Path, runs:
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
         "CLAUDE_CODE_MAX_RETRIES": "1",
         "CODEX_API_KEY": "codex-key",
+        "ANTHROPIC_API_KEY": "would-bill-the-api",
         "XDG_CONFIG_HOME": "/home/someone/.config",
         "https_proxy": "http://proxy:3128",
         "CLAUDECODE": "1",
@@ -174,7 +175,8 @@ async def test_child_sees_allow_listed_env_and_private_dirs(bin_dir: Path, runs:
     env = seen["env"]
     # Python itself may add LC_CTYPE (PEP 538 locale coercion).
     env.pop("LC_CTYPE", None)
-    passed = {"PATH", "LANG", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "CODEX_API_KEY"}
+    # Credentials never pass by inheritance, only through the provider's `env:`.
+    passed = {"PATH", "LANG", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES"}
     assert set(env) == passed | {"XDG_CONFIG_HOME", "https_proxy", "HOME", "EXTRA", "TMPDIR"}
     assert env["EXTRA"] == "yes"
     run_dir = Path(seen["cwd"]).parent

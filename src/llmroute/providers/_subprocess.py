@@ -66,8 +66,6 @@ _PASSTHROUGH_NAMES = frozenset(
         "SSL_CERT_DIR",
         "NODE_EXTRA_CA_CERTS",
         "CODEX_HOME",
-        "CODEX_API_KEY",
-        "OPENAI_API_KEY",
         "OPENAI_BASE_URL",
         "http_proxy",
         "https_proxy",
@@ -80,6 +78,9 @@ _PASSTHROUGH_NAMES = frozenset(
     }
 )
 _PASSTHROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "XDG_", "LC_")
+# Credentials pass only through the provider's `env:`: an ANTHROPIC_API_KEY inherited by
+# accident makes Claude Code bill the API instead of the subscription (PROVIDERS.md 7.5).
+_CREDENTIAL_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 # Set inside a Claude Code session; a nested `claude` then refuses or misbehaves.
 _ALWAYS_REMOVED = frozenset({"CLAUDECODE"})
 
@@ -141,7 +142,8 @@ def build_child_env(
     env = {
         name: value
         for name, value in base.items()
-        if name in _PASSTHROUGH_NAMES or name.startswith(_PASSTHROUGH_PREFIXES)
+        if (name in _PASSTHROUGH_NAMES or name.startswith(_PASSTHROUGH_PREFIXES))
+        and not any(marker in name.upper() for marker in _CREDENTIAL_MARKERS)
     }
     env["TMPDIR"] = tmpdir
     for name, value in overrides.items():
