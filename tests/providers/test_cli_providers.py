@@ -299,7 +299,7 @@ async def test_claude_success(
         "--model",
         "claude-sonnet-4-5",
     ]
-    assert seen["stdin"] == "User: Capital of France?"
+    assert seen["stdin"] == "Capital of France?"
     assert Path(seen["cwd"]).parent.parent == runs
     assert is_empty(runs)
 
@@ -486,7 +486,7 @@ async def test_a_100kb_prompt_passes_intact(runner: SubprocessRunner, bin_dir: P
     )
     content = "Ünïcode prompt line.\n" * 5000
     response = await codex(runner).complete(request(content), None)
-    sent = f"User: {content}".encode()
+    sent = content.encode()
     assert len(sent) > 100_000
     assert response.text == f"{len(sent)} {hashlib.sha256(sent).hexdigest()}"
 
@@ -811,6 +811,6 @@ async def test_an_injected_runner_replaces_the_subprocess(bin_dir: Path) -> None
     assert [e.text for e in events] == ["Paris.", ""]
     argv, stdin, timeout, env = scripted.calls[0]
     assert argv[-3:] == ("--model", "gpt-5", "-")
-    assert stdin == b"User: Capital of France?"
+    assert stdin == b"Capital of France?"
     assert 41 < timeout <= 42
     assert env == {"X": "1"}

@@ -84,9 +84,13 @@ _CLAUDE_STOP_REASONS = {
 def flatten_messages(messages: Sequence[Message]) -> str:
     """The conversation as one prompt: system messages first, each turn labelled by role.
 
+    A lone user message is sent as it is: a plain prompt needs no role label.
+
     >>> flatten_messages([{"role": "user", "content": "Hi"}, {"role": "system", "content": "Hush"}])
     'System: Hush\\n\\nUser: Hi'
     """
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return messages[0].get("content", "")
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
     parts = []
