@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 class KeyRing:
     """The keys of one provider and where its rotation stands.
 
-    `on_move(index)` is told every new index (the persister writes it behind the request).
+    `on_move(index)` is told the index after every `take` (even an unchanged one) and every
+    other move; the persister writes it behind the request and skips unchanged values.
     """
 
     __slots__ = ("_disabled", "_index", "_on_move", "labels", "provider", "secrets", "strategy")
@@ -73,7 +74,12 @@ class KeyRing:
         """Record that a request is using `slot` (before it is sent, so concurrent requests
         see the move at once)."""
         new = (slot + 1) % len(self.secrets) if self.strategy == "round_robin" else slot
-        self._move(new)
+        self._index = new
+        # Reported even when unchanged (failover on a healthy key): a missing or corrupt
+        # persisted file is then repaired by the first request instead of warned about at
+        # every start.
+        if self._on_move is not None:
+            self._on_move(new)
 
     def failed(self, slot: int) -> None:
         """`slot` failed (rate limit, refusal): failover moves on to the next key."""
