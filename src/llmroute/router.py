@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,21 +24,28 @@ from typing import Any, Final, Generic, TypeVar
 
 import httpx
 
+from llmroute._candidate import Candidate
+from llmroute._request import (
+    build_request,
+    estimate_prompt_tokens,
+    for_attempt,
+)
+from llmroute._streaming import close_events, merge_events, open_stream
 from llmroute.clock import Clock, SystemClock
-from llmroute.config import ConfigSource, LimitSpec, ModelConfig, RouterConfig, load_config
+from llmroute.config import ConfigSource, RouterConfig, load_config
 from llmroute.config._loader import read_env
-from llmroute.config._schema import ProviderConfig
 from llmroute.errors import (
     PaidModelBlockedError,
     ProviderError,
     ProviderUnavailableError,
-    RateLimitedError,
     RoutingError,
     StreamInterruptedError,
     UnknownTargetError,
 )
+from llmroute.fallback import Failed, exhausted_error, skip_row, summary
+from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyRing
-from llmroute.limiter.store import Bucket, MemoryStore, StateStore, Ticket
+from llmroute.limiter.store import MemoryStore, StateStore, Ticket
 from llmroute.providers import build_provider
 from llmroute.providers.base import (
     AttemptFailed,
@@ -56,10 +63,8 @@ logger = logging.getLogger("llmroute")
 
 _DEFAULT_MODELS: Final = "config/models.yaml"
 _DEFAULT_LIMITS: Final = "config/limits.yaml"
-_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
-_RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
+RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
 _MIN_SLEEP = 0.001  # a float wait can round to zero; never spin on it
-_ROLES = frozenset({"system", "user", "assistant"})
 
 _T = TypeVar("_T")
 
@@ -69,103 +74,6 @@ class _Default(str):
 
 
 _DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
-
-
-def use_paid_models_from(env: Mapping[str, str]) -> bool:
-    return env.get("USE_PAID_MODELS", "").strip().lower() in _TRUE_WORDS
-
-
-class _Candidate:
-    """One model as the router walks it: everything precomputed once."""
-
-    __slots__ = (
-        "bucket",
-        "cooldown_names",
-        "id",
-        "key_buckets",
-        "keyring",
-        "limits",
-        "max_wait",
-        "model",
-        "on_limit",
-        "paid",
-        "price_in",
-        "price_out",
-        "provider",
-        "provider_config",
-        "provider_name",
-        "secrets",
-        "slot_labels",
-        "wire_model",
-    )
-
-    def __init__(
-        self,
-        model: ModelConfig,
-        provider: Provider,
-        provider_config: ProviderConfig,
-        keyring: KeyRing | None,
-        limits: LimitSpec,
-        strategy_on_limit: str,
-        strategy_max_wait: float,
-    ) -> None:
-        self.id = model.id
-        self.model = model
-        self.provider = provider
-        self.provider_config = provider_config
-        self.provider_name = provider_config.name
-        self.wire_model = model.model
-        self.paid = model.paid
-        self.keyring = keyring
-        self.limits = limits
-        self.on_limit = limits.on_limit or strategy_on_limit
-        self.max_wait = (
-            limits.max_wait_seconds if limits.max_wait_seconds is not None else strategy_max_wait
-        )
-        self.price_in = model.price.input_per_mtok if model.price else 0.0
-        self.price_out = model.price.output_per_mtok if model.price else 0.0
-        n_slots = len(keyring) if keyring is not None else 1
-        self.secrets: tuple[str | None, ...] = keyring.secrets if keyring is not None else (None,)
-        self.slot_labels: tuple[str | None, ...] = (
-            keyring.labels if keyring is not None else (None,)
-        )
-        # Gemini quotas are per model and project: a 429 cools this model on that key only.
-        self.cooldown_names = tuple(f"{model.id}#{i}" for i in range(n_slots))
-        limited = not limits.is_unlimited
-        self.bucket: Bucket | None = (
-            _bucket(model.id, limits) if limited and not limits.per_key else None
-        )
-        self.key_buckets: tuple[Bucket, ...] | None = (
-            tuple(_bucket(f"{model.id}#{i}", limits) for i in range(n_slots))
-            if limited and limits.per_key
-            else None
-        )
-
-    def unavailable_reason(self) -> str | None:
-        reason = self.provider.unavailable_reason
-        if reason:
-            return reason
-        if self.provider_config.uses_keys:
-            if self.keyring is None:
-                return f"no API key set for provider {self.provider_name!r}"
-            if not self.keyring.usable:
-                return f"every key of provider {self.provider_name!r} was refused"
-        return None
-
-
-def _bucket(name: str, spec: LimitSpec) -> Bucket:
-    return Bucket(name=name, rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd, tpd=spec.tpd)
-
-
-@dataclass(slots=True)
-class _Failed:
-    """How a candidate ended without an answer."""
-
-    outcome: Outcome
-    status: int | None
-    message: str
-    #: seconds until this candidate frees up (rate limits only); inf = never
-    retry_after: float | None = None
 
 
 @dataclass(slots=True)
@@ -251,10 +159,10 @@ class Router:
         self._max_attempts = strategy.max_attempts
         self._default_deadline = strategy.deadline_seconds
         self._completion_estimate = self.config.limits.completion_estimate
-        self._candidates: dict[str, _Candidate] = {}
+        self._candidates: dict[str, Candidate] = {}
         for model in self.config.models.models.values():
             pconf = self.config.models.providers[model.provider]
-            self._candidates[model.id] = _Candidate(
+            self._candidates[model.id] = Candidate(
                 model,
                 self._providers[pconf.name],
                 pconf,
@@ -263,7 +171,7 @@ class Router:
                 strategy.on_limit,
                 strategy.max_wait_seconds,
             )
-        self._chains: dict[str, tuple[_Candidate, ...]] = {}
+        self._chains: dict[str, tuple[Candidate, ...]] = {}
         for model in self.config.models.models.values():
             ids = (model.id, *model.fallbacks)
             self._chains[model.id] = tuple(self._candidates[i] for i in ids)
@@ -463,18 +371,18 @@ class Router:
         if chain is None:
             raise UnknownTargetError(target)
         call = self._new_call(deadline)
-        request = _request(prompt, max_tokens, temperature, top_p, stop, extra)
-        cost = _estimate_prompt(request.messages) + (
+        request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
+        cost = estimate_prompt_tokens(request.messages) + (
             max_tokens if max_tokens is not None else self._completion_estimate
         )
-        failures: list[_Failed] = []
+        failures: list[Failed] = []
         for cand in chain:
             if not self._admissible(cand, call, single=len(chain) == 1):
                 continue
             if call.spent(self._clock.now()):
                 break
             served = await self._serve(cand, call, request, cost, timeout, _send_complete)
-            if isinstance(served, _Failed):
+            if isinstance(served, Failed):
                 failures.append(served)
                 continue
             response = served.result
@@ -522,18 +430,18 @@ class Router:
         if chain is None:
             raise UnknownTargetError(target)
         call = self._new_call(deadline)
-        request = _request(prompt, max_tokens, temperature, top_p, stop, extra)
-        cost = _estimate_prompt(request.messages) + (
+        request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
+        cost = estimate_prompt_tokens(request.messages) + (
             max_tokens if max_tokens is not None else self._completion_estimate
         )
-        failures: list[_Failed] = []
+        failures: list[Failed] = []
         for cand in chain:
             if not self._admissible(cand, call, single=len(chain) == 1):
                 continue
             if call.spent(self._clock.now()):
                 break
-            served = await self._serve(cand, call, request, cost, timeout, _open_stream)
-            if isinstance(served, _Failed):
+            served = await self._serve(cand, call, request, cost, timeout, open_stream)
+            if isinstance(served, Failed):
                 failures.append(served)
                 continue
             events, first = served.result
@@ -550,7 +458,7 @@ class Router:
     def _relay(
         self,
         target: str,
-        cand: _Candidate,
+        cand: Candidate,
         call: _Call,
         served: _Served[Any],
         request: ProviderRequest,
@@ -563,7 +471,7 @@ class Router:
     async def _relay_events(
         self,
         target: str,
-        cand: _Candidate,
+        cand: Candidate,
         call: _Call,
         served: _Served[Any],
         request: ProviderRequest,
@@ -578,7 +486,7 @@ class Router:
             event: StreamEvent | None = first
             while event is not None:
                 if event.finish_reason is not None or event.usage is not None:
-                    final = event if final is None else _merge(final, event)
+                    final = event if final is None else merge_events(final, event)
                 if event.text:
                     delivered += len(event.text)
                     yield Chunk(text=event.text)
@@ -603,7 +511,7 @@ class Router:
             ) from None
         finally:
             if not finished:
-                await _close(events)
+                await close_events(events)
                 if served.ticket is not None and not delivered:
                     await self._store.release(served.ticket)
         usage = await self._settle(
@@ -626,10 +534,12 @@ class Router:
         budget = deadline if deadline is not None else self._default_deadline
         return _Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
 
-    def _admissible(self, cand: _Candidate, call: _Call, *, single: bool) -> bool:
+    def _admissible(self, cand: Candidate, call: _Call, *, single: bool) -> bool:
         """The paid gate and availability: record a skip, or raise for a direct request."""
         if cand.paid and not self.use_paid_models:
-            call.attempts.append(_skip(cand, "skipped_paid", "paid model; USE_PAID_MODELS is off"))
+            call.attempts.append(
+                skip_row(cand, "skipped_paid", "paid model; USE_PAID_MODELS is off")
+            )
             if single:
                 raise PaidModelBlockedError(
                     f"{cand.id} is a paid model and paid models are off "
@@ -639,7 +549,7 @@ class Router:
             return False
         reason = cand.unavailable_reason()
         if reason:
-            call.attempts.append(_skip(cand, "skipped_unavailable", reason))
+            call.attempts.append(skip_row(cand, "skipped_unavailable", reason))
             if single:
                 raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
             return False
@@ -647,26 +557,26 @@ class Router:
 
     async def _serve(
         self,
-        cand: _Candidate,
+        cand: Candidate,
         call: _Call,
         request: ProviderRequest,
         cost: int,
         timeout: float | None,
         send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
-    ) -> _Served[_T] | _Failed:
+    ) -> _Served[_T] | Failed:
         """Limiter, key choice and provider call for one candidate, retries included."""
         clock = self._clock
         store = self._store
         ring = cand.keyring
         retries_left = cand.provider_config.retries
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
-        wire_request = _for_attempt(request, cand.wire_model, request.timeout)
+        wire_request = for_attempt(request, cand.wire_model, request.timeout)
         waited = 0.0
-        last: _Failed | None = None
+        last: Failed | None = None
         while True:
             now = clock.now()
             if call.spent(now):
-                return last or _Failed("timeout", None, "deadline or attempt budget spent")
+                return last or Failed("timeout", None, "deadline or attempt budget spent")
             # Keys that may be used now: enabled (order) and not cooling down.
             slots = ring.order() if ring is not None else [0]
             free: list[int] = []
@@ -680,8 +590,8 @@ class Router:
                     soonest = min(soonest, until - store_now)
             if not free:
                 if not slots:
-                    return last or _Failed("client_error", None, "every key was refused")
-                failed = _Failed(
+                    return last or Failed("client_error", None, "every key was refused")
+                failed = Failed(
                     "keys_exhausted",
                     None,
                     f"all {len(slots)} usable keys are cooling down; the first frees in "
@@ -722,7 +632,7 @@ class Router:
                     await clock.sleep(pause)
                     waited += pause
                     continue
-                failed = _Failed(
+                failed = Failed(
                     "rate_limited_local",
                     None,
                     "local limit reached"
@@ -746,7 +656,7 @@ class Router:
             remaining = call.deadline_at - now
             this_timeout = attempt_timeout if attempt_timeout < remaining else remaining
             if this_timeout != wire_request.timeout:
-                wire_request = _for_attempt(wire_request, cand.wire_model, this_timeout)
+                wire_request = for_attempt(wire_request, cand.wire_model, this_timeout)
             call.sent += 1
             started = clock.now()
             try:
@@ -763,7 +673,7 @@ class Router:
                     "%s %s: %s (%s)", cand.id, cand.slot_labels[slot] or "", exc.kind, message
                 )
                 waited = 0.0
-                last = _Failed(exc.kind, exc.status, message)
+                last = Failed(exc.kind, exc.status, message)
                 if exc.key_invalid and ring is not None:
                     ring.disable(slot, f"HTTP {exc.status}: key refused")
                     continue
@@ -796,7 +706,7 @@ class Router:
                 raise
             return _Served(result, slot, ticket, started, waited)
 
-    def _backoff(self, cand: _Candidate, retries_left: int, hint: float | None) -> float | None:
+    def _backoff(self, cand: Candidate, retries_left: int, hint: float | None) -> float | None:
         """Seconds before the next same-candidate retry, or None to move on instead."""
         if hint is not None:
             # A long hint is a rate limit in disguise: the next candidate beats a blocking sleep.
@@ -810,14 +720,14 @@ class Router:
 
     async def _settle(
         self,
-        cand: _Candidate,
+        cand: Candidate,
         ticket: Ticket | None,
         reported: Usage | None,
         request: ProviderRequest,
         cost: int,
     ) -> Usage:
         if reported is None:
-            prompt_est = _estimate_prompt(request.messages)
+            prompt_est = estimate_prompt_tokens(request.messages)
             usage = Usage(
                 prompt_tokens=prompt_est,
                 completion_tokens=cost - prompt_est,
@@ -838,9 +748,7 @@ class Router:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _count(
-        self, cand: _Candidate, *, error: bool, prompt: int = 0, completion: int = 0
-    ) -> None:
+    def _count(self, cand: Candidate, *, error: bool, prompt: int = 0, completion: int = 0) -> None:
         stats = self._stats.get(cand.id)
         if stats is None:
             stats = self._stats[cand.id] = [0, 0, 0, 0, 0.0]
@@ -855,7 +763,7 @@ class Router:
 
     def _attempt(
         self,
-        cand: _Candidate,
+        cand: Candidate,
         slot: int | None,
         outcome: Outcome,
         status: int | None,
@@ -874,9 +782,7 @@ class Router:
             error=error,
         )
 
-    def _record_ok(
-        self, cand: _Candidate, call: _Call, served: _Served[Any], usage: Usage
-    ) -> float:
+    def _record_ok(self, cand: Candidate, call: _Call, served: _Served[Any], usage: Usage) -> float:
         latency = (self._clock.now() - served.started) * 1000.0
         call.attempts.append(
             Attempt(
@@ -902,45 +808,15 @@ class Router:
                 usage.total_tokens,
                 " (estimated)" if usage.estimated else "",
                 (self._clock.now() - call.start) * 1000.0,
-                _summary(call.attempts),
+                summary(call.attempts),
             )
 
     def _exhausted(
-        self, target: str, chain: Sequence[_Candidate], call: _Call, failures: list[_Failed]
+        self, target: str, chain: Sequence[Candidate], call: _Call, failures: list[Failed]
     ) -> RoutingError | ProviderError:
-        summary = _summary(call.attempts) or "nothing was tried"
-        error: RoutingError | ProviderError
-        if len(chain) == 1:
-            cand = chain[0]
-            last = failures[-1] if failures else _Failed("timeout", None, "budget spent")
-            if last.outcome in _RATE_LIMITED:
-                error = RateLimitedError(
-                    f"{cand.id} is rate limited: {last.message}",
-                    call.attempts,
-                    retry_after=_finite(last.retry_after),
-                )
-            else:
-                error = ProviderError(
-                    f"{cand.id} ({cand.provider_name}) failed: {last.message}",
-                    call.attempts,
-                    status=last.status,
-                    provider=cand.provider_name,
-                    model=cand.id,
-                )
-        elif failures and all(f.outcome in _RATE_LIMITED for f in failures):
-            waits = [w for f in failures if (w := _finite(f.retry_after)) is not None]
-            error = RateLimitedError(
-                f"every candidate for {target!r} is rate limited ({summary})",
-                call.attempts,
-                retry_after=min(waits) if waits else None,
-            )
-        else:
-            error = RoutingError(
-                f"no candidate for {target!r} could serve the request ({summary})", call.attempts
-            )
         if logger.isEnabledFor(logging.INFO):
-            logger.info("%s failed: %s", target, summary)
-        return error
+            logger.info("%s failed: %s", target, summary(call.attempts) or "nothing was tried")
+        return exhausted_error(target, chain, call.attempts, failures)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -963,104 +839,6 @@ async def _send_complete(
     return await provider.complete(request, key)
 
 
-async def _open_stream(
-    provider: Provider, request: ProviderRequest, key: str | None
-) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
-    """Open the stream and wait for its first event, so failures before it can fall back."""
-    events = provider.stream(request, key)
-    try:
-        first = await events.__anext__()
-    except StopAsyncIteration:
-        await _close(events)
-        raise AttemptFailed("server_error", "stream ended without any event") from None
-    except BaseException:
-        await _close(events)
-        raise
-    return events, first
-
-
-async def _close(events: AsyncIterator[StreamEvent]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def _merge(a: StreamEvent, b: StreamEvent) -> StreamEvent:
-    return StreamEvent(
-        finish_reason=b.finish_reason or a.finish_reason,
-        usage=b.usage or a.usage,
-        served_model=b.served_model or a.served_model,
-    )
-
-
-def _skip(cand: _Candidate, outcome: Outcome, reason: str) -> Attempt:
-    return Attempt(
-        model=cand.id, provider=cand.provider_name, key=None, outcome=outcome, error=reason
-    )
-
-
-def _summary(attempts: Sequence[Attempt]) -> str:
-    return ", ".join(f"{a.model}{'[' + a.key + ']' if a.key else ''}:{a.outcome}" for a in attempts)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and value != math.inf else None
-
-
 def _looks_secret(name: str) -> bool:
     upper = name.upper()
     return "KEY" in upper or "TOKEN" in upper or "SECRET" in upper or "PASSWORD" in upper
-
-
-def _request(
-    prompt: str | Sequence[Message],
-    max_tokens: int | None,
-    temperature: float | None,
-    top_p: float | None,
-    stop: str | Sequence[str] | None,
-    extra: Mapping[str, Any],
-) -> ProviderRequest:
-    return ProviderRequest(
-        model="",
-        messages=_messages(prompt),
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=(stop,) if isinstance(stop, str) else (tuple(stop) if stop else None),
-        extra=extra,
-    )
-
-
-def _for_attempt(request: ProviderRequest, model: str, timeout: float) -> ProviderRequest:
-    # Spelled out: dataclasses.replace introspects the fields on every call.
-    return ProviderRequest(
-        model=model,
-        messages=request.messages,
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        stop=request.stop,
-        timeout=timeout,
-        extra=request.extra,
-    )
-
-
-def _messages(prompt: str | Sequence[Message]) -> Sequence[Message]:
-    if isinstance(prompt, str):
-        return ({"role": "user", "content": prompt},)
-    if not prompt:
-        raise ValueError("prompt: an empty message list")
-    for i, message in enumerate(prompt):
-        if not isinstance(message, Mapping):
-            raise TypeError(f"prompt[{i}]: expected a mapping with role and content")
-        if message.get("role") not in _ROLES:
-            raise ValueError(f"prompt[{i}].role: expected one of system, user, assistant")
-        if not isinstance(message.get("content"), str):
-            raise TypeError(f"prompt[{i}].content: expected a string")
-    return prompt
-
-
-def _estimate_prompt(messages: Sequence[Message]) -> int:
-    # About four characters a token, plus a few tokens of framing per message: an
-    # overestimate for English, which errs on the side of never overshooting a limit.
-    return sum(len(m["content"]) // 4 + 4 for m in messages) + 1
