@@ -76,6 +76,14 @@ def _problems(models: Any, limits: Any = None) -> str:
             "providers.p.timout: unknown field",
         ),
         ({"providers": {"p": {"type": "openai_compatible"}}}, "providers.p.base_url: missing"),
+        (
+            {
+                "providers": {
+                    "p": {"type": "openai_compatible", "base_url": "x", "max_concurrency": 2}
+                }
+            },
+            "providers.p.max_concurrency: unknown field",
+        ),
         ({"models": {"m": {"provider": "nope"}}}, "models.m.provider: unknown provider 'nope'"),
         ({"models": {"m": {"provider": "p", "colour": 1}}}, "models.m.colour: unknown field"),
         (

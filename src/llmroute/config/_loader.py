@@ -60,7 +60,6 @@ _HTTP_FIELDS = frozenset(
         "paid",
         "rotation",
         "cooldown_seconds",
-        "max_concurrency",
     }
 )
 _CLI_FIELDS = frozenset(
