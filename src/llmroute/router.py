@@ -367,39 +367,57 @@ class Router:
                 a one-candidate request's own failure.
             RoutingError / RateLimitedError: every candidate was skipped or failed.
         """
-        chain = self._chains.get(target)
-        if chain is None:
-            raise UnknownTargetError(target)
-        call = self._new_call(deadline)
-        request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-        cost = estimate_prompt_tokens(request.messages) + (
-            max_tokens if max_tokens is not None else self._completion_estimate
+        call, request, cost = self._begin(
+            target, deadline, build_request(prompt, max_tokens, temperature, top_p, stop, extra)
         )
+        cand, served = await self._walk(target, call, request, cost, timeout, _send_complete)
+        response = served.result
+        usage = await self._settle(cand, served.ticket, response.usage, request, cost)
+        latency = self._record_ok(cand, call, served, usage)
+        self._log_request(target, cand.id, call, usage, latency)
+        return Completion(
+            text=response.text,
+            model=cand.id,
+            provider=cand.provider_name,
+            finish_reason=response.finish_reason,
+            usage=usage,
+            latency_ms=(self._clock.now() - call.start) * 1000.0,
+            attempts=call.attempts,
+            raw=response.raw,
+        )
+
+    def _begin(
+        self, target: str, deadline: float | None, request: ProviderRequest
+    ) -> tuple[_Call, ProviderRequest, int]:
+        if target not in self._chains:
+            raise UnknownTargetError(target)
+        estimate = estimate_prompt_tokens(request.messages) + (
+            request.max_tokens if request.max_tokens is not None else self._completion_estimate
+        )
+        return self._new_call(deadline), request, estimate
+
+    async def _walk(
+        self,
+        target: str,
+        call: _Call,
+        request: ProviderRequest,
+        cost: int,
+        timeout: float | None,
+        send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
+    ) -> tuple[Candidate, _Served[_T]]:
+        """Try the chain's candidates in order until one is served; raise when none is."""
+        chain = self._chains[target]
         failures: list[Failed] = []
         for cand in chain:
             if not self._admissible(cand, call, single=len(chain) == 1):
                 continue
             if call.spent(self._clock.now()):
                 break
-            served = await self._serve(cand, call, request, cost, timeout, _send_complete)
+            served = await self._serve(cand, call, request, cost, timeout, send)
             if isinstance(served, Failed):
                 failures.append(served)
                 continue
-            response = served.result
-            usage = await self._settle(cand, served.ticket, response.usage, request, cost)
-            latency = self._record_ok(cand, call, served, usage)
-            completion = Completion(
-                text=response.text,
-                model=cand.id,
-                provider=cand.provider_name,
-                finish_reason=response.finish_reason,
-                usage=usage,
-                latency_ms=(self._clock.now() - call.start) * 1000.0,
-                attempts=call.attempts,
-                raw=response.raw,
-            )
-            self._log_request(target, cand.id, call, usage, latency)
-            return completion
+            return cand, served
         raise self._exhausted(target, chain, call, failures)
 
     def complete_sync(
@@ -426,34 +444,18 @@ class Router:
         """Stream one request: chunks as they arrive; the last carries finish_reason, usage,
         model and attempts. Falls back to the next candidate only before the first chunk;
         a failure after it raises `StreamInterruptedError`."""
-        chain = self._chains.get(target)
-        if chain is None:
-            raise UnknownTargetError(target)
-        call = self._new_call(deadline)
-        request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-        cost = estimate_prompt_tokens(request.messages) + (
-            max_tokens if max_tokens is not None else self._completion_estimate
+        call, request, cost = self._begin(
+            target, deadline, build_request(prompt, max_tokens, temperature, top_p, stop, extra)
         )
-        failures: list[Failed] = []
-        for cand in chain:
-            if not self._admissible(cand, call, single=len(chain) == 1):
-                continue
-            if call.spent(self._clock.now()):
-                break
-            served = await self._serve(cand, call, request, cost, timeout, open_stream)
-            if isinstance(served, Failed):
-                failures.append(served)
-                continue
-            events, first = served.result
-            relay = self._relay(target, cand, call, served, request, cost, events, first)
-            try:
-                async for chunk in relay:
-                    yield chunk
-            finally:
-                # A consumer that stops early closes the upstream at once, not at GC time.
-                await relay.aclose()
-            return
-        raise self._exhausted(target, chain, call, failures)
+        cand, served = await self._walk(target, call, request, cost, timeout, open_stream)
+        events, first = served.result
+        relay = self._relay(target, cand, call, served, request, cost, events, first)
+        try:
+            async for chunk in relay:
+                yield chunk
+        finally:
+            # A consumer that stops early closes the upstream at once, not at GC time.
+            await relay.aclose()
 
     def _relay(
         self,
