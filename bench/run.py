@@ -447,10 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", help="comma-separated clients (see bench/clients.py)")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--commit", help="what was measured (default: the repository's HEAD)")
     args = parser.parse_args(argv)
     plan = make_plan(args)
     started = time.perf_counter()
-    result: dict[str, Any] = {"meta": meta(plan), "plan": dataclasses.asdict(plan)}
+    result: dict[str, Any] = {"meta": meta(plan, args.commit), "plan": dataclasses.asdict(plan)}
     if "litellm" in plan.clients and importlib.util.find_spec("litellm") is None:
         plan.clients.remove("litellm")
         plan.stream_clients = [c for c in plan.stream_clients if c != "litellm"]
@@ -544,19 +545,20 @@ def describe(run: dict[str, Any]) -> str:
     )
 
 
-def meta(plan: Plan) -> dict[str, Any]:
+def meta(plan: Plan, commit: str | None) -> dict[str, Any]:
     versions = {}
     for dist in ("llmroute", "httpx", "aiohttp", "httpx-aiohttp", "litellm"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    if commit is None:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": plan.mode,
