@@ -32,6 +32,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+# This script runs as `python bench/clients.py`, so bench/ is on sys.path.
+from imports import peak_rss_mb
+from server import COMPLETION
+
 MODEL = "bench-model"
 TARGET = "bench/model"
 PROMPT = "Hello"
@@ -56,19 +60,6 @@ def router_config(base_url: str) -> dict[str, Any]:
     }
 
 
-def peak_rss_mb() -> float:
-    from imports import peak_rss_mb
-
-    return peak_rss_mb()
-
-
-def mock_completion_bytes() -> bytes:
-    # This script runs as `python bench/clients.py`, so bench/ is on sys.path.
-    from server import COMPLETION
-
-    return COMPLETION
-
-
 def _delta_text(data: str) -> str:
     if data == "[DONE]":
         return ""
@@ -90,11 +81,10 @@ async def make_client(name: str, base_url: str) -> AsyncIterator[tuple[Call, Str
 
             http_client = AiohttpClient()
         elif name == "llmroute_mock":
-            body = mock_completion_bytes()
 
             def handler(request: httpx.Request) -> httpx.Response:
                 return httpx.Response(
-                    200, content=body, headers={"content-type": "application/json"}
+                    200, content=COMPLETION, headers={"content-type": "application/json"}
                 )
 
             http_client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
@@ -123,10 +113,9 @@ async def make_client(name: str, base_url: str) -> AsyncIterator[tuple[Call, Str
 
         transport: httpx.AsyncBaseTransport | None = None
         if name == "httpx_mock":
-            body = mock_completion_bytes()
             transport = httpx.MockTransport(
                 lambda request: httpx.Response(
-                    200, content=body, headers={"content-type": "application/json"}
+                    200, content=COMPLETION, headers={"content-type": "application/json"}
                 )
             )
         elif name == "httpx_aiohttp":

@@ -135,13 +135,6 @@ def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 def summary(values: list[float]) -> dict[str, float] | None:
     """Median with min and max, or None when nothing was measured."""
     clean = [v for v in values if v is not None]

@@ -18,11 +18,11 @@ CLIENT_NOTES = {
 }
 
 
-def fmt(cell: dict[str, Any] | None, digits: int = 0, scale: float = 1.0) -> str:
+def fmt(cell: dict[str, Any] | None, digits: int = 0) -> str:
     """`median (min-max)`, or just the median for a single value."""
     if not cell:
         return "—"
-    med, lo, hi = cell["median"] * scale, cell["min"] * scale, cell["max"] * scale
+    med, lo, hi = cell["median"], cell["min"], cell["max"]
     if cell.get("n", 1) <= 1 or lo == hi:
         return f"{med:,.{digits}f}"
     return f"{med:,.{digits}f} ({lo:,.{digits}f}-{hi:,.{digits}f})"
