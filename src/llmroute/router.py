@@ -47,6 +47,7 @@ from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyRing
 from llmroute.limiter.store import MemoryStore, StateStore, Ticket
 from llmroute.providers import build_provider
+from llmroute.providers._http import HttpClient
 from llmroute.providers.base import (
     AttemptFailed,
     Message,
@@ -116,7 +117,8 @@ class Router:
             process environment); None reads none.
         cache_dir: where key indexes are persisted (`{cache_dir}/{provider}.keyidx`).
         use_paid_models: None reads `USE_PAID_MODELS`; a bool overrides it.
-        http_client: an `httpx.AsyncClient` to use (the router closes only its own).
+        http_client: an `httpx.AsyncClient` to use (the router closes only its own); by
+            default the router's own aiohttp-backed client.
         store: the state store for limiter windows and cooldowns (default: in memory).
         clock: `now()`, `time()` and `async sleep()`; default the real clock.
 
@@ -132,7 +134,7 @@ class Router:
         env_file: str | os.PathLike[str] | None = ".env",
         cache_dir: str | os.PathLike[str] = ".cache",
         use_paid_models: bool | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: HttpClient | httpx.AsyncClient | None = None,
         store: StateStore | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -225,7 +227,7 @@ class Router:
         # Longest first, so a key that contains another is scrubbed whole.
         self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> HttpClient:
         client = self._http_client
         if client is None:
             client = self._http_client = _default_client()
@@ -827,12 +829,12 @@ class Router:
         return text
 
 
-def _default_client() -> httpx.AsyncClient:
-    # httpx's own pool is the bottleneck under concurrency; aiohttp's keeps httpx's API.
-    from httpx_aiohttp import AiohttpTransport
+def _default_client() -> HttpClient:
+    # httpx.AsyncClient costs ~100 us of CPU per request before any transport runs; this
+    # look-alike answers the same calls on aiohttp's pool (bench/results/latest.md).
+    from llmroute._transport import AiohttpClient
 
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
+    return AiohttpClient()
 
 
 async def _send_complete(

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
+from llmroute.providers._http import HttpClient
 from llmroute.providers.base import (
     AttemptFailed,
     FailureKind,
@@ -35,7 +34,7 @@ __all__ = [
 
 
 def build_provider(
-    config: ProviderConfig, *, get_client: Callable[[], httpx.AsyncClient], clock: Clock
+    config: ProviderConfig, *, get_client: Callable[[], HttpClient], clock: Clock
 ) -> Provider:
     """The adapter for `config.type`."""
     if config.type == "openai_compatible":

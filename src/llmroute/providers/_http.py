@@ -9,7 +9,8 @@ from __future__ import annotations
 import email.utils
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Protocol
 
 import httpx
 
@@ -17,6 +18,8 @@ from llmroute.providers.base import AttemptFailed
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "HttpClient",
+    "HttpResponse",
     "error_message",
     "failure_from_status",
     "iter_sse_data",
@@ -24,6 +27,50 @@ __all__ = [
     "parse_retry_after",
     "transport_failure",
 ]
+
+
+class HttpResponse(Protocol):
+    """The parts of an answer the adapters read (`httpx.Response` has them all)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    async def aread(self) -> bytes: ...
+
+    def aiter_lines(self) -> AsyncIterator[str]: ...
+
+
+class HttpClient(Protocol):
+    """What the adapters call: an `httpx.AsyncClient`, or the router's own aiohttp-backed
+    `AiohttpClient`, which answers the same calls at aiohttp's speed."""
+
+    async def post(
+        self,
+        url: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str],
+        timeout: float | None = ...,
+    ) -> HttpResponse: ...
+
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str],
+        timeout: float | None = ...,
+    ) -> AbstractAsyncContextManager[HttpResponse]: ...
+
+    async def aclose(self) -> None: ...
+
 
 #: a provider hint longer than this is the limiter's job, not a blocking sleep
 MAX_RETRY_AFTER = 24 * 3600.0
@@ -139,7 +186,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:_MAX_MESSAGE] if text else "connection failed"
 
 
-async def iter_sse_data(response: httpx.Response) -> AsyncIterator[str]:
+async def iter_sse_data(response: HttpResponse) -> AsyncIterator[str]:
     """Yield the `data` payload of each server-sent event as soon as the event is complete.
 
     Handles multi-line `data:` fields, comment and keep-alive lines (`:`), `\\r\\n` line ends

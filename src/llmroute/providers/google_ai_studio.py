@@ -21,6 +21,7 @@ Failure mapping (everything else is the router's business):
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,6 +36,7 @@ from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers._http import (
     MAX_RETRY_AFTER,
+    HttpClient,
     error_message,
     iter_sse_data,
     map_transport_errors,
@@ -88,13 +90,14 @@ class GoogleAIStudioProvider:
         self,
         config: ProviderConfig,
         *,
-        get_client: Callable[[], httpx.AsyncClient],
+        get_client: Callable[[], HttpClient],
         clock: Clock,
     ) -> None:
         self.name: str = config.name
         self.unavailable_reason: str | None = None
         self._base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._headers: dict[str, str] = {**config.headers, "content-type": "application/json"}
+        self._headers_by_key: dict[str, dict[str, str]] = {}
         self._get_client = get_client
         self._clock = clock
         # model -> (generate URL, stream URL); filled on first use of each model
@@ -110,11 +113,11 @@ class GoogleAIStudioProvider:
         with map_transport_errors():
             response = await client.post(
                 url,
-                json=build_body(request),
+                content=json.dumps(build_body(request), ensure_ascii=False).encode(),
                 headers=self._request_headers(key),
                 timeout=request.timeout,
             )
-        if not response.is_success:
+        if not 200 <= response.status_code < 300:
             raise self._http_failure(response.status_code, response.content, response.headers, key)
         data = parse_json_body(response.content)
         if not isinstance(data, dict):
@@ -140,11 +143,11 @@ class GoogleAIStudioProvider:
             async with client.stream(
                 "POST",
                 url,
-                json=build_body(request),
+                content=json.dumps(build_body(request), ensure_ascii=False).encode(),
                 headers=self._request_headers(key),
                 timeout=request.timeout,
             ) as response:
-                if not response.is_success:
+                if not 200 <= response.status_code < 300:
                     content = await response.aread()
                     raise self._http_failure(response.status_code, content, response.headers, key)
                 async for data in iter_sse_data(response):
@@ -192,7 +195,10 @@ class GoogleAIStudioProvider:
         return urls
 
     def _request_headers(self, key: str) -> dict[str, str]:
-        return {**self._headers, "x-goog-api-key": key}
+        headers = self._headers_by_key.get(key)
+        if headers is None:
+            headers = self._headers_by_key[key] = {**self._headers, "x-goog-api-key": key}
+        return headers
 
     def _http_failure(
         self, status: int, content: bytes, headers: Mapping[str, str], key: str

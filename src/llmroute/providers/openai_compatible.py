@@ -12,6 +12,7 @@ import httpx
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers._http import (
+    HttpClient,
     error_message,
     failure_from_status,
     iter_sse_data,
@@ -35,7 +36,7 @@ class OpenAICompatibleProvider:
     unavailable_reason: str | None = None
 
     def __init__(
-        self, config: ProviderConfig, *, get_client: Callable[[], httpx.AsyncClient], clock: Clock
+        self, config: ProviderConfig, *, get_client: Callable[[], HttpClient], clock: Clock
     ) -> None:
         self.name = config.name
         self._url = f"{config.base_url}/chat/completions"
