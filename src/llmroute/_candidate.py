@@ -23,6 +23,7 @@ class Candidate:
         "limits",
         "max_wait",
         "model",
+        "multi_key",
         "on_limit",
         "paid",
         "price_in",
@@ -53,6 +54,7 @@ class Candidate:
         self.wire_model = model.model
         self.paid = model.paid
         self.keyring = keyring
+        self.multi_key = keyring is not None and len(keyring) > 1
         self.limits = limits
         self.on_limit = limits.on_limit or strategy_on_limit
         self.max_wait = (

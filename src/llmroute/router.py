@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ logger = logging.getLogger("llmroute")
 _DEFAULT_MODELS: Final = "config/models.yaml"
 _DEFAULT_LIMITS: Final = "config/limits.yaml"
 RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
+_ONE_SLOT: Final = (0,)
+_NO_SLOT: Final = ()
 _MIN_SLEEP = 0.001  # a float wait can round to zero; never spin on it
 
 _T = TypeVar("_T")
@@ -146,9 +149,14 @@ class Router:
             use_paid_models if use_paid_models is not None else use_paid_models_from(env)
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
+        # The real clock's now() is time.monotonic: call it directly on the hot path.
+        self._mono: Callable[[], float] = (
+            time.monotonic if type(self._clock) is SystemClock else self._clock.now
+        )
         self._store: StateStore = store if store is not None else self._default_store()
         self._own_store = store is None
-        self._now = self._clock.time if self._store.uses_wall_clock else self._clock.now
+        self._wall_clock_store = self._store.uses_wall_clock
+        self._now = self._clock.time if self._wall_clock_store else self._mono
         self._http_client = http_client
         self._own_client = http_client is None
         self._cache_dir = Path(cache_dir)
@@ -383,7 +391,7 @@ class Router:
             provider=cand.provider_name,
             finish_reason=response.finish_reason,
             usage=usage,
-            latency_ms=(self._clock.now() - call.start) * 1000.0,
+            latency_ms=(self._mono() - call.start) * 1000.0,
             attempts=call.attempts,
             raw=response.raw,
         )
@@ -413,7 +421,7 @@ class Router:
         for cand in chain:
             if not self._admissible(cand, call, single=len(chain) == 1):
                 continue
-            if call.spent(self._clock.now()):
+            if call.spent(self._mono()):
                 break
             served = await self._serve(cand, call, request, cost, timeout, send)
             if isinstance(served, Failed):
@@ -534,7 +542,7 @@ class Router:
     # -- pipeline stages -------------------------------------------------------------------
 
     def _new_call(self, deadline: float | None) -> _Call:
-        start = self._clock.now()
+        start = self._mono()
         budget = deadline if deadline is not None else self._default_deadline
         return _Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
 
@@ -570,22 +578,26 @@ class Router:
     ) -> _Served[_T] | Failed:
         """Limiter, key choice and provider call for one candidate, retries included."""
         clock = self._clock
+        mono = self._mono
         store = self._store
         ring = cand.keyring
         retries_left = cand.provider_config.retries
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
-        wire_request = for_attempt(request, cand.wire_model, request.timeout)
+        wire_request = for_attempt(request, cand.wire_model, attempt_timeout)
         waited = 0.0
         last: Failed | None = None
         while True:
-            now = clock.now()
+            now = mono()
             if call.spent(now):
                 return last or Failed("timeout", None, "deadline or attempt budget spent")
             # Keys that may be used now: enabled (order) and not cooling down.
-            slots = ring.order() if ring is not None else [0]
+            if cand.multi_key:
+                slots = ring.order()  # type: ignore[union-attr]
+            else:
+                slots = _ONE_SLOT if ring is None or ring.usable else _NO_SLOT
             free: list[int] = []
             soonest = math.inf
-            store_now = self._now()
+            store_now = self._now() if self._wall_clock_store else now
             for slot in slots:
                 until = await store.cooldown_until(cand.cooldown_names[slot])
                 if until <= store_now:
@@ -662,7 +674,7 @@ class Router:
             if this_timeout != wire_request.timeout:
                 wire_request = for_attempt(wire_request, cand.wire_model, this_timeout)
             call.sent += 1
-            started = clock.now()
+            started = mono()
             try:
                 result = await send(cand.provider, wire_request, key)
             except AttemptFailed as exc:
@@ -699,7 +711,7 @@ class Router:
                 if exc.retryable and retries_left > 0:
                     retries_left -= 1
                     backoff = self._backoff(cand, retries_left, exc.retry_after)
-                    if backoff is not None and clock.now() + backoff < call.deadline_at:
+                    if backoff is not None and mono() + backoff < call.deadline_at:
                         await clock.sleep(backoff)
                         continue
                 return last
@@ -782,12 +794,12 @@ class Router:
             outcome=outcome,
             status=status,
             waited_s=waited,
-            latency_ms=(self._clock.now() - started) * 1000.0,
+            latency_ms=(self._mono() - started) * 1000.0,
             error=error,
         )
 
     def _record_ok(self, cand: Candidate, call: _Call, served: _Served[Any], usage: Usage) -> float:
-        latency = (self._clock.now() - served.started) * 1000.0
+        latency = (self._mono() - served.started) * 1000.0
         call.attempts.append(
             Attempt(
                 model=cand.id,
@@ -811,7 +823,7 @@ class Router:
                 model,
                 usage.total_tokens,
                 " (estimated)" if usage.estimated else "",
-                (self._clock.now() - call.start) * 1000.0,
+                (self._mono() - call.start) * 1000.0,
                 summary(call.attempts),
             )
 

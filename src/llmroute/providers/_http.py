@@ -124,10 +124,15 @@ def error_message(body: object, fallback: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
+_DECODE = json.JSONDecoder().decode
+
+
 def parse_json_body(content: bytes) -> object:
+    """The parsed body, or None when it is not JSON (providers answer in UTF-8)."""
     try:
-        return json.loads(content)
-    except ValueError:
+        # Decoding first skips json.loads' byte-encoding detection on every call.
+        return _DECODE(content.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
 
 

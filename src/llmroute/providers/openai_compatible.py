@@ -28,6 +28,8 @@ __all__ = ["OpenAICompatibleProvider"]
 logger = logging.getLogger(__name__)
 
 _FINISH_ALIASES = {"eos": "stop", "end_turn": "stop"}
+# One encoder for every body: json.dumps() builds a new one per call when given options.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class OpenAICompatibleProvider:
@@ -75,7 +77,7 @@ class OpenAICompatibleProvider:
             body["stream_options"] = {"include_usage": True}
         if request.extra:
             body.update(request.extra)
-        return json.dumps(body, ensure_ascii=False).encode()
+        return _ENCODE(body).encode()
 
     async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
         try:
