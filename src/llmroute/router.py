@@ -21,9 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from llmroute._candidate import Candidate
 from llmroute._request import (
@@ -48,7 +46,6 @@ from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyRing
 from llmroute.limiter.store import MemoryStore, StateStore, Ticket
 from llmroute.providers import build_provider
-from llmroute.providers._http import HttpClient
 from llmroute.providers.base import (
     AttemptFailed,
     Message,
@@ -58,6 +55,12 @@ from llmroute.providers.base import (
     StreamEvent,
 )
 from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Outcome, Usage
+
+if TYPE_CHECKING:
+    # httpx is imported when the first HTTP provider is built, not with the router.
+    import httpx
+
+    from llmroute.providers._http import HttpClient
 
 __all__ = ["Router"]
 

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
-import yaml
-
 from llmroute.config._schema import (
     DEFAULT_CLI_TIMEOUT,
     DEFAULT_COMPLETION_ESTIMATE,
@@ -147,6 +145,8 @@ def _read(source: ConfigSource, name: str, problems: _Problems) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         problems.add(f"{path}: cannot read ({type(exc).__name__}: {exc})")
         return None
+    import yaml  # only files need it; a mapping config never does
+
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:

@@ -7,10 +7,10 @@ talks to OpenAI-compatible endpoints never imports the subprocess machinery.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
-from llmroute.providers._http import HttpClient
 from llmroute.providers.base import (
     AttemptFailed,
     FailureKind,
@@ -20,6 +20,9 @@ from llmroute.providers.base import (
     ProviderResponse,
     StreamEvent,
 )
+
+if TYPE_CHECKING:
+    from llmroute.providers._http import HttpClient
 
 __all__ = [
     "AttemptFailed",
