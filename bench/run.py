@@ -32,7 +32,7 @@ from report import find_cell, write_chart, write_markdown
 
 MAIN_CLIENTS = ["llmroute", "httpx", "aiohttp"]
 # Transport study: why the router's default client is what it is (see the report).
-STUDY_CLIENTS = ["httpx_aiohttp", "aiohttp_client", "llmroute_aiohttp"]
+STUDY_CLIENTS = ["httpx_aiohttp", "aiohttp_client"]
 OPTIONAL_CLIENTS = {"litellm"}
 MOCK_CLIENTS = ["llmroute_mock", "httpx_mock"]
 IMPORT_STATEMENTS = [
