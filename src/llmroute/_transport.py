@@ -15,7 +15,8 @@ Failures are raised as httpx exceptions (`httpx.ConnectError`, `httpx.ReadTimeou
 mapped once here, so the adapters' single httpx -> AttemptFailed mapping covers both.
 
 The aiohttp session is made lazily inside the running event loop, and again if a later
-call runs in another loop (`asyncio.run` per call, as sync wrappers do). Not supported:
+call runs in another loop (`asyncio.run` per call, as sync wrappers do); each session is
+closed when its loop shuts down, as its connections cannot be closed after. Not supported:
 HTTP/2, cookies, redirects, proxies unless `trust_env=True` (which also makes aiohttp read
 `~/.netrc` in a thread on every request), and write timeouts.
 """
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,7 +98,11 @@ class AiohttpResponse:
             raise _mapped(exc) from exc
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        """Lines without their endings (`\\n`, `\\r\\n` or `\\r`), as `httpx` splits them."""
+        """Lines without their endings (`\\n`, `\\r\\n` or `\\r`), as `httpx` splits them.
+
+        Only there, as SSE wants: httpx also splits at the other `str.splitlines` breaks
+        (U+2028, `\\x0c`, `\\x85`, ...), which would cut a JSON data line carrying one.
+        """
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pending = ""
         async for chunk in self.aiter_bytes():
@@ -148,6 +154,7 @@ class AiohttpClient:
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
@@ -170,6 +177,7 @@ class AiohttpClient:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=self._trust_env,
         )
+        self._closer = _closed_with_loop(session)
         return session
 
     def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
@@ -237,9 +245,36 @@ class AiohttpClient:
             response.release()
 
     async def aclose(self) -> None:
+        """Close the pooled connections; safe to call twice."""
         session, self._session = self._session, None
+        closer, self._closer = self._closer, None
         if session is not None and not session.closed:
             await session.close()
+        if closer is not None and self._loop is asyncio.get_running_loop():
+            await closer.aclose()
+
+
+def _closed_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Arrange for `session` to be closed when the running event loop shuts down.
+
+    Its connections can only be closed inside that loop: once the loop is closed they stay
+    open until garbage collection, and aiohttp logs "Unclosed client session" at ERROR level
+    (one per `asyncio.run` call that used the client). `asyncio.run` and `asyncio.Runner`
+    close the loop's unfinished async generators just before closing the loop, which runs
+    the `finally` of the one returned here; keep a reference to it until then.
+    """
+
+    async def close_at_shutdown() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await session.close()
+
+    closer = close_at_shutdown()
+    # One step up to its `yield`: the first step registers it with the running loop.
+    with contextlib.suppress(StopIteration):
+        closer.asend(None).send(None)
+    return closer
 
 
 def _ssl_setting(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
