@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     # httpx is imported when the first HTTP provider is built, not with the router.
     import httpx
 
+    from llmroute.keys.persist import KeyIndexPersister
     from llmroute.providers._http import HttpClient
 
 __all__ = ["Router"]
@@ -164,7 +165,7 @@ class Router:
         self._own_client = http_client is None
         self._cache_dir = Path(cache_dir)
         self._secrets: tuple[str, ...] = ()
-        self._persisters: list[Any] = []
+        self._persisters: list[KeyIndexPersister] = []
         self._keyrings: dict[str, KeyRing] = {}
         self._providers: dict[str, Provider] = {}
         self._build_providers()
