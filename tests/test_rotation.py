@@ -45,11 +45,11 @@ BACKUP = "backup/llama-3.1-8b-instant"
 WIRE_FLASH = "gemini-2.5-flash"
 WIRE_LITE = "gemini-2.0-flash-lite"
 KEYS = (
-    "AIzaSyFAKE-rotation-key-zero-000000000",
-    "AIzaSyFAKE-rotation-key-one-1111111111",
-    "AIzaSyFAKE-rotation-key-two-2222222222",
-    "AIzaSyFAKE-rotation-key-three-33333333",
-    "AIzaSyFAKE-rotation-key-four-444444444",
+    "fake-gemini-rotation-key-zero-000000000",
+    "fake-gemini-rotation-key-one-1111111111",
+    "fake-gemini-rotation-key-two-2222222222",
+    "fake-gemini-rotation-key-three-33333333",
+    "fake-gemini-rotation-key-four-444444444",
 )
 BACKUP_KEY = "gsk-FAKE-backup-key-5555555555"
 IDX = f"{PROVIDER}.keyidx"

@@ -24,9 +24,9 @@ PROVIDER = "google_ai_studio"
 FLASH = "google_ai_studio/gemini-2.5-flash"
 WIRE_FLASH = "gemini-2.5-flash"
 KEYS = (
-    "AIzaSyFAKE-server-key-zero-00000000000",
-    "AIzaSyFAKE-server-key-one-111111111111",
-    "AIzaSyFAKE-server-key-two-222222222222",
+    "fake-gemini-server-key-zero-00000000000",
+    "fake-gemini-server-key-one-111111111111",
+    "fake-gemini-server-key-two-222222222222",
 )
 IDX = f"{PROVIDER}.keyidx"
 

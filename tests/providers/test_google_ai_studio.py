@@ -19,7 +19,7 @@ from llmroute.providers.google_ai_studio import (
 )
 from llmroute.trace import Usage
 
-KEY = "AIzaSyFAKE-secret-key-0123456789abcdef"
+KEY = "fake-gemini-secret-key-0123456789abcdef"
 BASE = "https://gemini.test/v1beta"
 MODEL = "gemini-2.5-flash"
 PACIFIC = ZoneInfo("America/Los_Angeles")
