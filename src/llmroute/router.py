@@ -160,6 +160,8 @@ class Router:
         self._store: StateStore = store if store is not None else self._default_store()
         self._own_store = store is None
         self._wall_clock_store = self._store.uses_wall_clock
+        # The default store answers without I/O: skip a coroutine per call on the hot path.
+        self._memory_store = self._store if isinstance(self._store, MemoryStore) else None
         self._now = self._clock.time if self._wall_clock_store else self._mono
         self._http_client = http_client
         self._own_client = http_client is None
@@ -586,6 +588,7 @@ class Router:
         clock = self._clock
         mono = self._mono
         store = self._store
+        memory = self._memory_store
         ring = cand.keyring
         retries_left = cand.provider_config.retries
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
@@ -605,7 +608,12 @@ class Router:
             soonest = math.inf
             store_now = self._now() if self._wall_clock_store else now
             for slot in slots:
-                until = await store.cooldown_until(cand.cooldown_names[slot])
+                name = cand.cooldown_names[slot]
+                until = (
+                    memory.cooldown_until_nowait(name)
+                    if memory is not None
+                    else await store.cooldown_until(name)
+                )
                 if until <= store_now:
                     free.append(slot)
                 else:
@@ -629,7 +637,11 @@ class Router:
             wait = 0.0
             slot = free[0]
             if cand.bucket is not None:
-                got = await store.acquire(cand.bucket, cost, store_now)
+                got = (
+                    memory.acquire_nowait(cand.bucket, cost, store_now)
+                    if memory is not None
+                    else await store.acquire(cand.bucket, cost, store_now)
+                )
                 if isinstance(got, float):
                     wait = got
                 else:
@@ -637,7 +649,12 @@ class Router:
             elif cand.key_buckets is not None:
                 wait = math.inf
                 for candidate_slot in free:
-                    got = await store.acquire(cand.key_buckets[candidate_slot], cost, store_now)
+                    bucket = cand.key_buckets[candidate_slot]
+                    got = (
+                        memory.acquire_nowait(bucket, cost, store_now)
+                        if memory is not None
+                        else await store.acquire(bucket, cost, store_now)
+                    )
                     if isinstance(got, float):
                         wait = min(wait, got)
                     else:

@@ -59,7 +59,12 @@ class StateStore(Protocol):
 
 
 class MemoryStore:
-    """In-process windows and cooldowns: the default. Exact under any asyncio concurrency."""
+    """In-process windows and cooldowns: the default. Exact under any asyncio concurrency.
+
+    Besides the async `StateStore` methods it answers `acquire_nowait` and
+    `cooldown_until_nowait` synchronously, which the router uses on its hot path: no
+    coroutine object per call for a store that never waits on I/O.
+    """
 
     uses_wall_clock = False
 
@@ -75,6 +80,9 @@ class MemoryStore:
             )
         return window
 
+    def acquire_nowait(self, bucket: Bucket, cost: int, now: float) -> Ticket | float:
+        return self.window(bucket).try_admit(cost, now)
+
     async def acquire(self, bucket: Bucket, cost: int, now: float) -> Ticket | float:
         return self.window(bucket).try_admit(cost, now)
 
@@ -89,6 +97,9 @@ class MemoryStore:
     async def set_cooldown(self, name: str, until: float) -> None:
         if until > self._cooldowns.get(name, 0.0):
             self._cooldowns[name] = until
+
+    def cooldown_until_nowait(self, name: str) -> float:
+        return self._cooldowns.get(name, 0.0)
 
     async def cooldown_until(self, name: str) -> float:
         return self._cooldowns.get(name, 0.0)
