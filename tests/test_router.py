@@ -531,3 +531,53 @@ async def test_bad_prompts_are_rejected_clearly(upstream: Upstream, clock: FakeC
             await router.complete("free/a", [])
         with pytest.raises(TypeError, match="content"):
             await router.complete("free/a", [{"role": "user", "content": 3}])  # type: ignore[dict-item]
+
+
+class DelegatingStore:
+    """A `StateStore` that is not a `MemoryStore`: the router must use the async protocol."""
+
+    uses_wall_clock = False
+
+    def __init__(self) -> None:
+        from llmroute.limiter import MemoryStore
+
+        self.inner = MemoryStore()
+        self.calls: list[str] = []
+
+    async def acquire(self, bucket: Any, cost: int, now: float) -> Any:
+        self.calls.append("acquire")
+        return await self.inner.acquire(bucket, cost, now)
+
+    async def settle(self, ticket: Any, tokens: int) -> None:
+        self.calls.append("settle")
+        await self.inner.settle(ticket, tokens)
+
+    async def release(self, ticket: Any) -> None:
+        self.calls.append("release")
+        await self.inner.release(ticket)
+
+    async def set_cooldown(self, name: str, until: float) -> None:
+        self.calls.append("set_cooldown")
+        await self.inner.set_cooldown(name, until)
+
+    async def cooldown_until(self, name: str) -> float:
+        self.calls.append("cooldown_until")
+        return await self.inner.cooldown_until(name)
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+
+@pytest.mark.usefixtures("env")
+async def test_an_injected_store_gets_every_call(upstream: Upstream, clock: FakeClock) -> None:
+    store = DelegatingStore()
+    upstream.script("c", error(429, {"retry-after": "5"}))
+    limits = {"models": {"free/a": {"rpm": 2, "on_limit": "fallback"}}}
+    router = make_router(upstream, clock, limits, store=store)
+    async with router:
+        served = [(await router.complete("ab", "hi")).model for _ in range(3)]
+        await router.complete("free/c", "hi")
+    assert served == ["free/a", "free/a", "free/b"]
+    assert store.calls.count("acquire") == 3
+    assert "settle" in store.calls and "set_cooldown" in store.calls
+    assert store.calls[-1] != "aclose"  # the router closes only a store it made
