@@ -15,19 +15,17 @@ import asyncio
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from llmroute._candidate import Candidate
+from llmroute._engine import Call, Engine, Served
 from llmroute._request import (
     build_request,
     estimate_prompt_tokens,
-    for_attempt,
 )
 from llmroute._streaming import close_events, merge_events, open_stream
 from llmroute.clock import Clock, SystemClock
@@ -44,7 +42,7 @@ from llmroute.errors import (
 from llmroute.fallback import Failed, exhausted_error, skip_row, summary
 from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyRing
-from llmroute.limiter.store import MemoryStore, StateStore, Ticket
+from llmroute.limiter.store import MemoryStore, StateStore
 from llmroute.providers import build_provider
 from llmroute.providers.base import (
     AttemptFailed,
@@ -54,7 +52,7 @@ from llmroute.providers.base import (
     ProviderResponse,
     StreamEvent,
 )
-from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Outcome, Usage
+from llmroute.trace import Chunk, Completion, ModelUsage, Usage
 
 if TYPE_CHECKING:
     # httpx is imported when the first HTTP provider is built, not with the router.
@@ -70,9 +68,6 @@ logger = logging.getLogger("llmroute")
 _DEFAULT_MODELS: Final = "config/models.yaml"
 _DEFAULT_LIMITS: Final = "config/limits.yaml"
 RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
-_ONE_SLOT: Final = (0,)
-_NO_SLOT: Final = ()
-_MIN_SLEEP = 0.001  # a float wait can round to zero; never spin on it
 
 _T = TypeVar("_T")
 
@@ -82,31 +77,6 @@ class _Default(str):
 
 
 _DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
-
-
-@dataclass(slots=True)
-class _Served(Generic[_T]):
-    result: _T
-    slot: int
-    ticket: Ticket | None
-    started: float
-    waited: float
-
-
-class _Call:
-    """The budget and trace of one request."""
-
-    __slots__ = ("attempts", "deadline_at", "max_attempts", "sent", "start")
-
-    def __init__(self, start: float, max_attempts: int, deadline_at: float) -> None:
-        self.start = start
-        self.max_attempts = max_attempts
-        self.deadline_at = deadline_at
-        self.sent = 0
-        self.attempts: list[Attempt] = []
-
-    def spent(self, now: float) -> bool:
-        return self.sent >= self.max_attempts or now >= self.deadline_at
 
 
 class Router:
@@ -159,18 +129,16 @@ class Router:
         )
         self._store: StateStore = store if store is not None else self._default_store()
         self._own_store = store is None
-        self._wall_clock_store = self._store.uses_wall_clock
-        # The default store answers without I/O: skip a coroutine per call on the hot path.
-        self._memory_store = self._store if isinstance(self._store, MemoryStore) else None
-        self._now = self._clock.time if self._wall_clock_store else self._mono
         self._http_client = http_client
         self._own_client = http_client is None
         self._cache_dir = Path(cache_dir)
-        self._secrets: tuple[str, ...] = ()
         self._persisters: list[KeyIndexPersister] = []
         self._keyrings: dict[str, KeyRing] = {}
         self._providers: dict[str, Provider] = {}
-        self._build_providers()
+        secrets = self._build_providers()
+        self._engine = Engine(
+            store=self._store, clock=self._clock, mono=self._mono, secrets=secrets
+        )
         strategy = self.config.limits.strategy
         self._max_attempts = strategy.max_attempts
         self._default_deadline = strategy.deadline_seconds
@@ -193,8 +161,6 @@ class Router:
             self._chains[model.id] = tuple(self._candidates[i] for i in ids)
         for route, ids in self.config.models.routes.items():
             self._chains[route] = tuple(self._candidates[i] for i in ids)
-        self._stats: dict[str, list[float]] = {}
-        self._rng = random.Random()
         self._runner: asyncio.Runner | None = None
         self._closed = False
 
@@ -211,7 +177,8 @@ class Router:
             )
         return MemoryStore()
 
-    def _build_providers(self) -> None:
+    def _build_providers(self) -> tuple[str, ...]:
+        """Build adapters and key rings; return every secret, for scrubbing."""
         secrets: list[str] = []
         for pconf in self.config.models.providers.values():
             self._providers[pconf.name] = build_provider(
@@ -238,8 +205,7 @@ class Router:
                 start=start,
                 on_move=on_move,
             )
-        # Longest first, so a key that contains another is scrubbed whole.
-        self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
+        return tuple(secrets)
 
     def _client(self) -> HttpClient:
         client = self._http_client
@@ -326,7 +292,7 @@ class Router:
     async def key_status(self) -> dict[str, dict[str, Any]]:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
         (`{"model#slot": seconds left}`); never a secret."""
-        now = self._now()
+        now = self._engine.store_now()
         out: dict[str, dict[str, Any]] = {}
         for name, ring in self._keyrings.items():
             cooling: dict[str, float] = {}
@@ -349,16 +315,7 @@ class Router:
 
     def usage(self) -> dict[str, ModelUsage]:
         """Per model: requests sent, tokens, errors and cost since the router was built."""
-        return {
-            model: ModelUsage(
-                requests=int(s[0]),
-                prompt_tokens=int(s[1]),
-                completion_tokens=int(s[2]),
-                errors=int(s[3]),
-                cost=s[4],
-            )
-            for model, s in self._stats.items()
-        }
+        return self._engine.usage()
 
     # -- the request path -----------------------------------------------------------------
 
@@ -388,10 +345,10 @@ class Router:
         )
         cand, served = await self._walk(target, call, request, cost, timeout, _send_complete)
         response = served.result
-        usage = self._usage(cand, response.usage, request, cost)
+        usage = self._engine.usage_of(cand, response.usage, request, cost)
         if served.ticket is not None and usage.total_tokens != cost:
             await self._store.settle(served.ticket, usage.total_tokens)
-        latency = self._record_ok(cand, call, served, usage)
+        latency = self._engine.record_ok(cand, call, served, usage)
         self._log_request(target, cand.id, call, usage, latency)
         return Completion(
             text=response.text,
@@ -406,7 +363,7 @@ class Router:
 
     def _begin(
         self, target: str, deadline: float | None, request: ProviderRequest
-    ) -> tuple[_Call, ProviderRequest, int]:
+    ) -> tuple[Call, ProviderRequest, int]:
         if target not in self._chains:
             raise UnknownTargetError(target)
         estimate = estimate_prompt_tokens(request.messages) + (
@@ -417,12 +374,12 @@ class Router:
     async def _walk(
         self,
         target: str,
-        call: _Call,
+        call: Call,
         request: ProviderRequest,
         cost: int,
         timeout: float | None,
         send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
-    ) -> tuple[Candidate, _Served[_T]]:
+    ) -> tuple[Candidate, Served[_T]]:
         """Try the chain's candidates in order until one is served; raise when none is."""
         chain = self._chains[target]
         failures: list[Failed] = []
@@ -431,7 +388,7 @@ class Router:
                 continue
             if call.spent(self._mono()):
                 break
-            served = await self._serve(cand, call, request, cost, timeout, send)
+            served = await self._engine.serve(cand, call, request, cost, timeout, send)
             if isinstance(served, Failed):
                 failures.append(served)
                 continue
@@ -475,25 +432,12 @@ class Router:
             # A consumer that stops early closes the upstream at once, not at GC time.
             await relay.aclose()
 
-    def _relay(
+    async def _relay(
         self,
         target: str,
         cand: Candidate,
-        call: _Call,
-        served: _Served[Any],
-        request: ProviderRequest,
-        cost: int,
-        events: AsyncIterator[StreamEvent],
-        first: StreamEvent,
-    ) -> AsyncGenerator[Chunk, None]:
-        return self._relay_events(target, cand, call, served, request, cost, events, first)
-
-    async def _relay_events(
-        self,
-        target: str,
-        cand: Candidate,
-        call: _Call,
-        served: _Served[Any],
+        call: Call,
+        served: Served[Any],
         request: ProviderRequest,
         cost: int,
         events: AsyncIterator[StreamEvent],
@@ -516,10 +460,12 @@ class Router:
                     event = None
             finished = True
         except AttemptFailed as exc:
-            message = self._scrub(exc.message)
-            self._count(cand, error=True)
+            message = self._engine.scrub(exc.message)
+            self._engine.count(cand, error=True)
             call.attempts.append(
-                self._attempt(cand, served.slot, exc.kind, exc.status, served.started, message)
+                self._engine.attempt(
+                    cand, served.slot, exc.kind, exc.status, served.started, message
+                )
             )
             raise StreamInterruptedError(
                 f"{cand.id}: stream failed after {delivered} characters: {message}",
@@ -534,10 +480,10 @@ class Router:
                 await close_events(events)
                 if served.ticket is not None and not delivered:
                     await self._store.release(served.ticket)
-        usage = self._usage(cand, final.usage if final else None, request, cost)
+        usage = self._engine.usage_of(cand, final.usage if final else None, request, cost)
         if served.ticket is not None and usage.total_tokens != cost:
             await self._store.settle(served.ticket, usage.total_tokens)
-        latency = self._record_ok(cand, call, served, usage)
+        latency = self._engine.record_ok(cand, call, served, usage)
         self._log_request(target, cand.id, call, usage, latency)
         yield Chunk(
             text="",
@@ -549,12 +495,12 @@ class Router:
 
     # -- pipeline stages -------------------------------------------------------------------
 
-    def _new_call(self, deadline: float | None) -> _Call:
+    def _new_call(self, deadline: float | None) -> Call:
         start = self._mono()
         budget = deadline if deadline is not None else self._default_deadline
-        return _Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
+        return Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
 
-    def _admissible(self, cand: Candidate, call: _Call, *, single: bool) -> bool:
+    def _admissible(self, cand: Candidate, call: Call, *, single: bool) -> bool:
         """The paid gate and availability: record a skip, or raise for a direct request."""
         if cand.paid and not self.use_paid_models:
             call.attempts.append(
@@ -575,263 +521,8 @@ class Router:
             return False
         return True
 
-    async def _serve(
-        self,
-        cand: Candidate,
-        call: _Call,
-        request: ProviderRequest,
-        cost: int,
-        timeout: float | None,
-        send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
-    ) -> _Served[_T] | Failed:
-        """Limiter, key choice and provider call for one candidate, retries included."""
-        clock = self._clock
-        mono = self._mono
-        store = self._store
-        memory = self._memory_store
-        ring = cand.keyring
-        retries_left = cand.provider_config.retries
-        attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
-        wire_request = for_attempt(request, cand.wire_model, attempt_timeout)
-        waited = 0.0
-        last: Failed | None = None
-        while True:
-            now = mono()
-            if call.spent(now):
-                return last or Failed("timeout", None, "deadline or attempt budget spent")
-            # Keys that may be used now: enabled (order) and not cooling down.
-            if cand.multi_key:
-                slots = ring.order()  # type: ignore[union-attr]
-            else:
-                slots = _ONE_SLOT if ring is None or ring.usable else _NO_SLOT
-            free: list[int] = []
-            soonest = math.inf
-            store_now = self._now() if self._wall_clock_store else now
-            for slot in slots:
-                name = cand.cooldown_names[slot]
-                until = (
-                    memory.cooldown_until_nowait(name)
-                    if memory is not None
-                    else await store.cooldown_until(name)
-                )
-                if until <= store_now:
-                    free.append(slot)
-                else:
-                    soonest = min(soonest, until - store_now)
-            if not free:
-                if not slots:
-                    return last or Failed("client_error", None, "every key was refused")
-                failed = Failed(
-                    "keys_exhausted",
-                    None,
-                    f"all {len(slots)} usable keys are cooling down; the first frees in "
-                    f"{soonest:.1f}s",
-                    retry_after=soonest,
-                )
-                call.attempts.append(
-                    self._attempt(cand, None, "keys_exhausted", None, now, failed.message, waited)
-                )
-                return failed
-            # Admission: one atomic check-and-reserve per bucket.
-            ticket: Ticket | None = None
-            wait = 0.0
-            slot = free[0]
-            if cand.bucket is not None:
-                got = (
-                    memory.acquire_nowait(cand.bucket, cost, store_now)
-                    if memory is not None
-                    else await store.acquire(cand.bucket, cost, store_now)
-                )
-                if isinstance(got, float):
-                    wait = got
-                else:
-                    ticket = got
-            elif cand.key_buckets is not None:
-                wait = math.inf
-                for candidate_slot in free:
-                    bucket = cand.key_buckets[candidate_slot]
-                    got = (
-                        memory.acquire_nowait(bucket, cost, store_now)
-                        if memory is not None
-                        else await store.acquire(bucket, cost, store_now)
-                    )
-                    if isinstance(got, float):
-                        wait = min(wait, got)
-                    else:
-                        ticket, slot = got, candidate_slot
-                        break
-            if ticket is None and (cand.bucket is not None or cand.key_buckets is not None):
-                if (
-                    cand.on_limit == "sleep"
-                    and waited + wait <= cand.max_wait
-                    and now + wait < call.deadline_at
-                ):
-                    pause = max(wait, _MIN_SLEEP)
-                    logger.debug("%s: limiter full, waiting %.3fs", cand.id, pause)
-                    await clock.sleep(pause)
-                    waited += pause
-                    continue
-                failed = Failed(
-                    "rate_limited_local",
-                    None,
-                    "local limit reached"
-                    + (
-                        ", the request can never fit"
-                        if wait == math.inf
-                        else f"; room in {wait:.1f}s"
-                    ),
-                    retry_after=wait,
-                )
-                call.attempts.append(
-                    self._attempt(
-                        cand, None, "rate_limited_local", None, now, failed.message, waited
-                    )
-                )
-                return failed
-            # Send.
-            if ring is not None:
-                ring.take(slot)
-            key = cand.secrets[slot]
-            remaining = call.deadline_at - now
-            this_timeout = attempt_timeout if attempt_timeout < remaining else remaining
-            if this_timeout != wire_request.timeout:
-                wire_request = for_attempt(wire_request, cand.wire_model, this_timeout)
-            call.sent += 1
-            started = mono()
-            try:
-                result = await send(cand.provider, wire_request, key)
-            except AttemptFailed as exc:
-                if ticket is not None and not exc.reached:
-                    await store.release(ticket)
-                message = self._scrub(exc.message)
-                self._count(cand, error=True)
-                call.attempts.append(
-                    self._attempt(cand, slot, exc.kind, exc.status, started, message, waited)
-                )
-                logger.debug(
-                    "%s %s: %s (%s)", cand.id, cand.slot_labels[slot] or "", exc.kind, message
-                )
-                waited = 0.0
-                last = Failed(exc.kind, exc.status, message)
-                if exc.key_invalid and ring is not None:
-                    ring.disable(slot, f"HTTP {exc.status}: key refused")
-                    continue
-                if exc.kind == "rate_limited_remote":
-                    hint = (
-                        exc.retry_after
-                        if exc.retry_after is not None
-                        else cand.provider_config.cooldown_seconds
-                    )
-                    if exc.quota_reset_at is not None:
-                        hint = max(exc.quota_reset_at - clock.time(), hint)
-                    await store.set_cooldown(cand.cooldown_names[slot], self._now() + hint)
-                    if ring is not None:
-                        ring.failed(slot)
-                    last.retry_after = hint
-                    if ring is not None and len(ring.order()) > 1:
-                        continue
-                    return last
-                if exc.retryable and retries_left > 0:
-                    retries_left -= 1
-                    backoff = self._backoff(cand, retries_left, exc.retry_after)
-                    if backoff is not None and mono() + backoff < call.deadline_at:
-                        await clock.sleep(backoff)
-                        continue
-                return last
-            except BaseException:
-                # Cancelled (or a bug): the charge goes back, nothing is lost.
-                if ticket is not None:
-                    await store.release(ticket)
-                raise
-            return _Served(result, slot, ticket, started, waited)
-
-    def _backoff(self, cand: Candidate, retries_left: int, hint: float | None) -> float | None:
-        """Seconds before the next same-candidate retry, or None to move on instead."""
-        if hint is not None:
-            # A long hint is a rate limit in disguise: the next candidate beats a blocking sleep.
-            return hint if hint <= cand.max_wait else None
-        from tenacity import RetryCallState, wait_exponential
-
-        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        state.attempt_number = cand.provider_config.retries - retries_left
-        base = wait_exponential(multiplier=0.25, max=8.0)(state)
-        return float(base) + self._rng.uniform(0.0, 0.25)
-
-    def _usage(
-        self, cand: Candidate, reported: Usage | None, request: ProviderRequest, cost: int
-    ) -> Usage:
-        """The usage to report (the estimate when the provider gave none), counted."""
-        if reported is None:
-            prompt_est = estimate_prompt_tokens(request.messages)
-            usage = Usage(
-                prompt_tokens=prompt_est,
-                completion_tokens=cost - prompt_est,
-                total_tokens=cost,
-                estimated=True,
-            )
-        else:
-            usage = reported
-        self._count(
-            cand,
-            error=False,
-            prompt=usage.prompt_tokens,
-            completion=usage.completion_tokens,
-        )
-        return usage
-
-    # -- bookkeeping ------------------------------------------------------------------------
-
-    def _count(self, cand: Candidate, *, error: bool, prompt: int = 0, completion: int = 0) -> None:
-        stats = self._stats.get(cand.id)
-        if stats is None:
-            stats = self._stats[cand.id] = [0, 0, 0, 0, 0.0]
-        if error:
-            stats[0] += 1
-            stats[3] += 1
-            return
-        stats[0] += 1
-        stats[1] += prompt
-        stats[2] += completion
-        stats[4] += (prompt * cand.price_in + completion * cand.price_out) / 1_000_000
-
-    def _attempt(
-        self,
-        cand: Candidate,
-        slot: int | None,
-        outcome: Outcome,
-        status: int | None,
-        started: float,
-        error: str | None,
-        waited: float = 0.0,
-    ) -> Attempt:
-        return Attempt(
-            model=cand.id,
-            provider=cand.provider_name,
-            key=cand.slot_labels[slot] if slot is not None else None,
-            outcome=outcome,
-            status=status,
-            waited_s=waited,
-            latency_ms=(self._mono() - started) * 1000.0,
-            error=error,
-        )
-
-    def _record_ok(self, cand: Candidate, call: _Call, served: _Served[Any], usage: Usage) -> float:
-        latency = (self._mono() - served.started) * 1000.0
-        call.attempts.append(
-            Attempt(
-                model=cand.id,
-                provider=cand.provider_name,
-                key=cand.slot_labels[served.slot],
-                outcome="ok",
-                status=200 if cand.provider_config.uses_keys else None,
-                waited_s=served.waited,
-                latency_ms=latency,
-            )
-        )
-        return latency
-
     def _log_request(
-        self, target: str, model: str, call: _Call, usage: Usage, latency_ms: float
+        self, target: str, model: str, call: Call, usage: Usage, latency_ms: float
     ) -> None:
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -845,17 +536,11 @@ class Router:
             )
 
     def _exhausted(
-        self, target: str, chain: Sequence[Candidate], call: _Call, failures: list[Failed]
+        self, target: str, chain: Sequence[Candidate], call: Call, failures: list[Failed]
     ) -> RoutingError | ProviderError:
         if logger.isEnabledFor(logging.INFO):
             logger.info("%s failed: %s", target, summary(call.attempts) or "nothing was tried")
         return exhausted_error(target, chain, call.attempts, failures)
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
 
 
 def _default_client() -> HttpClient:
