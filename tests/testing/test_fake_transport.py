@@ -23,9 +23,9 @@ from llmroute.testing._script import (
     Timeout,
     Wire,
     estimate_tokens,
-    render,
 )
 from llmroute.testing._transport import FakeTransport
+from llmroute.testing._wire import render
 
 MODELS: dict[Wire, str] = {"openai": "llama-3.1-8b-instant", "gemini": "gemini-2.5-flash"}
 WIRES: list[Wire] = ["openai", "gemini"]

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 
-from llmroute.testing._script import FakeScript, Rendered
+from llmroute.testing._script import FakeScript
+from llmroute.testing._wire import Rendered
 
 __all__ = ["FakeProviderServer", "main", "serve_in_thread"]
 

@@ -8,7 +8,8 @@ from typing import Protocol
 
 import httpx
 
-from llmroute.testing._script import FakeScript, Rendered
+from llmroute.testing._script import FakeScript
+from llmroute.testing._wire import Rendered
 
 __all__ = ["FakeTransport"]
 
