@@ -254,6 +254,18 @@ async def test_early_break_keeps_no_charge_when_nothing_was_delivered(
             await collect(router, "oai/a")
 
 
+def sse_router(handler: Any, clock: FakeClock, tmp_path: Any) -> Router:
+    """A router whose upstream answers every request with `handler`'s raw response."""
+    return Router(
+        config("http://fake.test"),
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=clock,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+
 SSE_CASES = [
     # comments, keep-alives, CRLF, an undecodable event, multi-line data
     b": OPENROUTER PROCESSING\r\n\r\n"
@@ -273,14 +285,7 @@ async def test_tolerant_sse_reader(clock: FakeClock, tmp_path: Any, body: bytes)
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
-    router = Router(
-        config("http://fake.test"),
-        {},
-        env_file=None,
-        cache_dir=tmp_path,
-        clock=clock,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )
+    router = sse_router(handler, clock, tmp_path)
     async with router:
         chunks = await collect(router, "oai/a")
     assert "".join(c.text for c in chunks) == "Hello"
@@ -296,14 +301,7 @@ async def test_error_event_inside_the_stream(clock: FakeClock, tmp_path: Any) ->
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)
 
-    router = Router(
-        config("http://fake.test"),
-        {},
-        env_file=None,
-        cache_dir=tmp_path,
-        clock=clock,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )
+    router = sse_router(handler, clock, tmp_path)
     async with router:
         with pytest.raises(ProviderError, match="Upstream provider disconnected"):
             await collect(router, "oai/a")
@@ -315,14 +313,7 @@ async def test_stream_cut_without_done_fails(clock: FakeClock, tmp_path: Any) ->
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)
 
-    router = Router(
-        config("http://fake.test"),
-        {},
-        env_file=None,
-        cache_dir=tmp_path,
-        clock=clock,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )
+    router = sse_router(handler, clock, tmp_path)
     async with router:
         with pytest.raises(StreamInterruptedError) as info:
             await collect(router, "oai/a")

@@ -164,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
         help="dotenv file read for ${VAR} values; never overrides the environment "
         "(default: .env, a missing file is fine)",
     )
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=".cache",
+        help="where key rotation indexes are kept (default: .cache)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     check = commands.add_parser(
@@ -180,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     complete = commands.add_parser(
         "complete",
-        parents=[common, config],
+        parents=[common, config, cache],
         help="send one request through the router and print the answer",
         description=(
             "Send one request to TARGET (a route name or a model id) and print the text. "
@@ -208,29 +215,17 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="allow paid models for this request (as USE_PAID_MODELS=true)",
     )
-    complete.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        default=".cache",
-        help="where key rotation indexes are kept (default: .cache)",
-    )
     complete.set_defaults(run=_complete)
 
     keys = commands.add_parser(
         "keys",
-        parents=[common, config],
+        parents=[common, config, cache],
         help="show each key pool's rotation index, cooling and disabled keys",
         description=(
             "For each provider with an api_keys pool: keys set, rotation strategy, the "
             "persisted index ({cache-dir}/{provider}.keyidx) and the next key, cooling and "
             "disabled keys. Keys are shown as slot labels ({provider}#{i}) only."
         ),
-    )
-    keys.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        default=".cache",
-        help="where key rotation indexes are kept (default: .cache)",
     )
     keys.set_defaults(run=_keys)
 

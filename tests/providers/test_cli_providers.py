@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
 import textwrap
 import time
@@ -18,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from proc_helpers import is_empty, read_pids, wait_gone
 
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers._subprocess import Runner, RunResult, SubprocessRunner
@@ -234,47 +234,6 @@ def agent_message(text: str) -> str:
 
 async def collect(stream: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
     return [event async for event in stream]
-
-
-def is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # Re-parented to PID 1, a killed grandchild may stay a zombie for a while: dead anyway.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def wait_gone(*pids: int, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(is_gone(pid) for pid in pids):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-def pids_written(path: Path) -> tuple[int, int] | None:
-    if not path.exists():
-        return None
-    leader, grandchild = path.read_text().split()
-    return int(leader), int(grandchild)
-
-
-def is_empty(directory: Path) -> bool:
-    return not any(directory.iterdir())
-
-
-async def read_pids(path: Path) -> tuple[int, int]:
-    deadline = time.monotonic() + 5
-    while (pids := pids_written(path)) is None:
-        assert time.monotonic() < deadline, "the fake never started"
-        await asyncio.sleep(0.02)
-    return pids
 
 
 async def test_claude_success(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
+from proc_helpers import is_empty, read_pids, wait_gone
 
 from llmroute.providers._subprocess import RunResult, SubprocessRunner, build_child_env
 
@@ -33,48 +33,6 @@ def write_script(directory: Path, name: str, body: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{textwrap.dedent(body)}")
     path.chmod(0o755)
     return path
-
-
-def is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A killed grandchild is re-parented to PID 1, which may be slow to reap it (or never
-    # do so in a container): a zombie is dead all the same.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def wait_gone(*pids: int, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(is_gone(pid) for pid in pids):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-def pids_written(path: Path) -> tuple[int, int] | None:
-    if not path.exists():
-        return None
-    leader, grandchild = path.read_text().split()
-    return int(leader), int(grandchild)
-
-
-def is_empty(directory: Path) -> bool:
-    return not any(directory.iterdir())
-
-
-async def read_pids(path: Path, within: float = 5.0) -> tuple[int, int]:
-    deadline = time.monotonic() + within
-    while (pids := pids_written(path)) is None:
-        assert time.monotonic() < deadline, "the fake never started"
-        await asyncio.sleep(0.02)
-    return pids
 
 
 @pytest.fixture
