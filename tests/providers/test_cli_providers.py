@@ -160,18 +160,6 @@ def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    path = tmp_path / "runs"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def runner(runs: Path) -> SubprocessRunner:
-    return SubprocessRunner(kill_grace=0.2, temp_dir=runs)
-
-
 def write_fake(bin_dir: Path, name: str, body: str) -> None:
     path = bin_dir / name
     path.write_text(f"#!{sys.executable}\n{textwrap.dedent(body)}")

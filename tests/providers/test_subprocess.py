@@ -36,18 +36,6 @@ def write_script(directory: Path, name: str, body: str) -> Path:
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    path = tmp_path / "runs"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def runner(runs: Path) -> SubprocessRunner:
-    return SubprocessRunner(kill_grace=0.2, temp_dir=runs)
-
-
-@pytest.fixture
 def bin_dir(tmp_path: Path) -> Path:
     path = tmp_path / "bin"
     path.mkdir()
