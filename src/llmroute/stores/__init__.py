@@ -1,0 +1,7 @@
+"""State stores: where limiter windows, cooldowns, disabled keys and key indexes live."""
+
+from __future__ import annotations
+
+from llmroute.stores.base import Bucket, Charge, LimitKind, StateStore
+
+__all__ = ["Bucket", "Charge", "LimitKind", "StateStore"]
