@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from llmroute.stores.base import Bucket, Charge, LimitKind, StateStore
+from llmroute.stores.memory import MemoryStore
 
-__all__ = ["Bucket", "Charge", "LimitKind", "StateStore"]
+__all__ = ["Bucket", "Charge", "LimitKind", "MemoryStore", "StateStore"]
