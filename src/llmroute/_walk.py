@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -41,7 +41,7 @@ from llmroute.providers.base import AttemptFailed, Provider, ProviderRequest
 from llmroute.stores.base import StateStore
 from llmroute.trace import Usage
 
-__all__ = ["Screened", "Served", "Walk", "needs_of"]
+__all__ = ["Screened", "Served", "Walk"]
 
 _T = TypeVar("_T")
 Send = Callable[[Provider, ProviderRequest, "str | None"], Awaitable[_T]]
@@ -451,27 +451,3 @@ def _raise_direct(cand: Candidate, call: Call, skipped: Screened) -> None:
         )
     if outcome == "skipped_unavailable":
         raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
-
-
-def needs_of(
-    messages: Sequence[Mapping[str, Any]],
-    tools: object,
-    tool_choice: object,
-    response_format: object,
-) -> frozenset[str]:
-    """The capabilities beyond text a request needs: `tools` (tools offered, or tool calls
-    and results in the conversation), `vision` (image parts), `json` (a response format)."""
-    needs: set[str] = set()
-    if tools or tool_choice is not None:
-        needs.add("tools")
-    if response_format is not None:
-        needs.add("json")
-    for message in messages:
-        if message.get("role") == "tool" or message.get("tool_calls"):
-            needs.add("tools")
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(part, Mapping) and part.get("type") == "image_url" for part in content
-        ):
-            needs.add("vision")
-    return frozenset(needs)

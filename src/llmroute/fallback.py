@@ -63,7 +63,8 @@ def exhausted_error(
     if budget and not failures:
         message = f"{target!r} was not served: {budget} ({text})"
     elif not failures:
-        message = f"no candidate for {target!r} can serve this request ({text})"
+        skips = "; ".join(f"{a.model}: {a.outcome} ({a.error})" for a in call.attempts)
+        message = f"no candidate for {target!r} can serve this request: {skips or text}"
     else:
         message = f"no candidate for {target!r} could serve the request ({text}){suffix}"
     return RoutingError(message, call.attempts, not_tried=not_tried)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,14 +23,15 @@ from typing import TYPE_CHECKING, Any, Final
 from llmroute._admission import Admission
 from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain
+from llmroute._lifecycle import LoopGuard
+from llmroute._prepare import prepare
 from llmroute._recorder import Call, Recorder
 from llmroute._redact import Redactor
-from llmroute._request import build_request, estimate_prompt_tokens
 from llmroute._streaming import Opened, open_stream, relay
-from llmroute._walk import Walk, needs_of
+from llmroute._walk import Walk
 from llmroute.clock import Clock, SystemClock
 from llmroute.config import ConfigSource, RouterConfig, load_config, read_env
-from llmroute.errors import LLMRouteError, UnknownTargetError
+from llmroute.errors import UnknownTargetError
 from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool
 from llmroute.providers import build_provider
@@ -49,10 +49,6 @@ __all__ = ["Router"]
 
 _DEFAULT_MODELS: Final = "config/models.yaml"
 _DEFAULT_LIMITS: Final = "config/limits.yaml"
-#: `extra_body` may never set these: the routing (and the paid gate) decide them
-_RESERVED_BODY: Final = frozenset({"model", "messages", "contents", "stream"})
-#: ... nor anything that carries a key
-_KEY_WORDS: Final = ("key", "authorization", "token", "secret", "password", "credential")
 
 
 class _Default(str):
@@ -157,10 +153,7 @@ class Router:
             rng=random.Random(),
         )
         self._runner: asyncio.Runner | None = None
-        self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._active = 0
-        self._loop_lock = threading.Lock()
+        self._guard = LoopGuard(self._new_loop)
 
     def _default_store(self) -> StateStore:
         state = self.config.limits.state
@@ -239,9 +232,9 @@ class Router:
 
     async def aclose(self) -> None:
         """Release connections, flush key indexes, stop CLI work. Safe to call twice."""
-        if self._closed:
+        if self._guard.closed:
             return
-        self._closed = True
+        self._guard.closed = True
         for persister in self._persisters:
             await persister.flush()
         for provider in self._providers.values():
@@ -269,41 +262,16 @@ class Router:
             self._runner.run(self.aclose())
             self._runner.close()
             self._runner = None
-        elif not self._closed:
+        elif not self._guard.closed:
             asyncio.run(self.aclose())
 
-    def _enter(self) -> None:
-        """Start a call: refuse on a closed router; bind to the running loop."""
-        if self._closed:
-            raise LLMRouteError("router is closed")
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        self._active += 1
-
-    def _leave(self) -> None:
-        self._active -= 1
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._loop_lock:
-            previous = self._loop
-            if previous is loop:
-                return
-            if previous is not None and self._active and not previous.is_closed():
-                raise LLMRouteError(
-                    "this router is serving another event loop right now (a call from "
-                    "another thread?); use one router per thread, with a shared store"
-                )
-            self._loop = loop
-            self._active = 0
-            if previous is None:
-                return
-            # Loop-bound parts (the CLI providers' semaphores, waiting lines) start afresh.
-            self._admission.reset_loop()
-            for name in self._providers:
-                self._providers[name] = self._new_provider(name)
-            for cand in self._candidates.values():
-                cand.provider = self._providers[cand.provider_name]
+    def _new_loop(self) -> None:
+        # Loop-bound parts (the CLI providers' semaphores, waiting lines) start afresh.
+        self._admission.reset_loop()
+        for name in self._providers:
+            self._providers[name] = self._new_provider(name)
+        for cand in self._candidates.values():
+            cand.provider = self._providers[cand.provider_name]
 
     # -- introspection -----------------------------------------------------------------
 
@@ -385,11 +353,12 @@ class Router:
             StoreError: the state store could not be reached (nothing was sent).
         """
         chain = self._chain(target)
-        request, needs, tokens = self._prepare(
+        request, needs, tokens = prepare(
+            self._completion_estimate,
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
-        self._enter()
+        self._guard.enter()
         try:
             call = self._new_call(target, deadline)
             cand, served = await self._walk.run(
@@ -400,7 +369,7 @@ class Router:
                 cand, call, served, response.usage, request, tokens
             )
         finally:
-            self._leave()
+            self._guard.leave()
         return Completion(
             text=response.text,
             model=cand.id,
@@ -430,17 +399,7 @@ class Router:
         extra_body: Mapping[str, Any] | None = None,
     ) -> Completion:
         """`complete` for scripts without an event loop; call `close()` when done."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise LLMRouteError(
-                "complete_sync was called inside a running event loop; "
-                "use `await router.complete(...)` there instead"
-            )
-        if self._closed:
-            raise LLMRouteError("router is closed")
+        self._guard.check_sync()
         if self._runner is None:
             self._runner = asyncio.Runner()
         return self._runner.run(
@@ -481,11 +440,12 @@ class Router:
         a failure after it (a gap over `timeout`, the deadline) raises
         `StreamInterruptedError`."""
         chain = self._chain(target)
-        request, needs, tokens = self._prepare(
+        request, needs, tokens = prepare(
+            self._completion_estimate,
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
-        self._enter()
+        self._guard.enter()
         try:
             call = self._new_call(target, deadline)
             cand, served = await self._walk.run(
@@ -500,7 +460,7 @@ class Router:
                 # A consumer that stops early closes the upstream at once, not at GC time.
                 await chunks.aclose()
         finally:
-            self._leave()
+            self._guard.leave()
 
     async def explain(
         self,
@@ -522,66 +482,22 @@ class Router:
         why, the key slot it would use, the local wait, a cooldown. Nothing is sent,
         charged or changed."""
         chain = self._chain(target)
-        _request, needs, tokens = self._prepare(
+        _request, needs, tokens = prepare(
+            self._completion_estimate,
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
-        self._enter()
+        self._guard.enter()
         try:
             return await explain_chain(self._walk, target, chain, needs, tokens)
         finally:
-            self._leave()
+            self._guard.leave()
 
     # -- request preparation -----------------------------------------------------------------
-
-    def _prepare(
-        self,
-        prompt: str | Sequence[Message],
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        stop: str | Sequence[str] | None,
-        tools: Sequence[Mapping[str, Any]] | None,
-        tool_choice: str | Mapping[str, Any] | None,
-        response_format: Mapping[str, Any] | None,
-        extra_body: Mapping[str, Any] | None,
-    ) -> tuple[ProviderRequest, frozenset[str], int]:
-        """The provider request, the capabilities it needs and its token estimate."""
-        extra = _checked_extra(extra_body)
-        for name, value in (
-            ("tools", tools),
-            ("tool_choice", tool_choice),
-            ("response_format", response_format),
-        ):
-            if value is not None:
-                extra[name] = value
-        request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-        needs = needs_of(request.messages, tools, tool_choice, response_format)
-        tokens = estimate_prompt_tokens(request.messages) + (
-            max_tokens if max_tokens is not None else self._completion_estimate
-        )
-        return request, needs, tokens
 
     def _new_call(self, target: str, deadline: float | None) -> Call:
         budget = deadline if deadline is not None else self._default_deadline
         return Call(target, self._mono(), self._max_attempts, budget)
-
-
-def _checked_extra(extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
-    if extra_body is None:
-        return {}
-    if not isinstance(extra_body, Mapping):
-        raise TypeError("extra_body: expected a mapping of body fields")
-    for name in extra_body:
-        if not isinstance(name, str):
-            raise TypeError(f"extra_body: field names must be strings, not {name!r}")
-        lowered = name.lower()
-        if lowered in _RESERVED_BODY or any(word in lowered for word in _KEY_WORDS):
-            raise ValueError(
-                f"extra_body[{name!r}]: the router sets this field itself "
-                "(the routed model, the prompt, streaming, the provider's key)"
-            )
-    return dict(extra_body)
 
 
 def _default_client() -> Any:
