@@ -79,6 +79,20 @@ class Reservation:
     def __repr__(self) -> str:
         return f"Reservation(tokens={self.tokens}, option={self.option})"
 
+    def commit_now(self, real_tokens: int) -> bool:
+        """`commit` without a coroutine when the store answers at once; False: await
+        `commit` instead."""
+        admission = self._admission
+        if admission.commit_nowait is None:
+            return False
+        if real_tokens != self.tokens:
+            shrinks = real_tokens < self.tokens
+            self.tokens = real_tokens
+            admission.commit_nowait(self.charge, real_tokens)
+            if shrinks:
+                admission.poke(self._queue)
+        return True
+
     async def commit(self, real_tokens: int) -> None:
         """Correct the charge to the provider's reported total."""
         if real_tokens == self.tokens:
@@ -186,6 +200,11 @@ class Admission:
         if line is not None and line.waiters:
             return None
         now = self._store_now()
+        if len(options) == 1:
+            got = acquire(options[0], tokens, now)
+            if isinstance(got, float):
+                return got
+            return Reservation(self, got, 0, tokens, queue, 0.0)
         wait = math.inf
         for index, buckets in enumerate(options):
             got = acquire(buckets, tokens, now)

@@ -5,6 +5,7 @@ before anything is charged or sent."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from llmroute._request import build_request, estimate_prompt_tokens
@@ -16,6 +17,9 @@ __all__ = ["checked_extra", "needs_of", "prepare"]
 _RESERVED_BODY: Final = frozenset({"model", "messages", "contents", "stream"})
 #: ... nor anything that carries a key
 _KEY_WORDS: Final = ("key", "authorization", "token", "secret", "password", "credential")
+#: shared by every request without extra fields; never mutated
+_NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
+_NO_NEEDS: Final = frozenset[str]()
 
 
 def prepare(
@@ -32,16 +36,22 @@ def prepare(
 ) -> tuple[ProviderRequest, frozenset[str], int]:
     """The provider request, the capabilities it needs and its token estimate (the prompt
     plus `max_tokens`, else `completion_estimate`)."""
-    extra = checked_extra(extra_body)
-    for name, value in (
-        ("tools", tools),
-        ("tool_choice", tool_choice),
-        ("response_format", response_format),
-    ):
-        if value is not None:
-            extra[name] = value
+    extra = checked_extra(extra_body) if extra_body is not None else _NO_EXTRA
+    if tools is not None or tool_choice is not None or response_format is not None:
+        extra = dict(extra)
+        for name, value in (
+            ("tools", tools),
+            ("tool_choice", tool_choice),
+            ("response_format", response_format),
+        ):
+            if value is not None:
+                extra[name] = value
     request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-    needs = needs_of(request.messages, tools, tool_choice, response_format)
+    needs = (
+        _NO_NEEDS
+        if isinstance(prompt, str) and extra is _NO_EXTRA
+        else needs_of(request.messages, tools, tool_choice, response_format)
+    )
     tokens = estimate_prompt_tokens(request.messages) + (
         max_tokens if max_tokens is not None else completion_estimate
     )

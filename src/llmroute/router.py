@@ -365,9 +365,11 @@ class Router:
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
             response = served.result
-            usage, cost = await self._walk.finish(
+            usage, cost, pending = self._walk.finish(
                 cand, call, served, response.usage, request, tokens
             )
+            if pending is not None:
+                await pending
         finally:
             self._guard.leave()
         return Completion(
