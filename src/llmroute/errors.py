@@ -7,6 +7,7 @@
         ├── PaidModelBlockedError     a paid model asked for directly while paid models are off
         ├── ProviderUnavailableError  a model asked for directly has no credentials / no binary
         ├── ProviderError             the provider's answer for a one-candidate request
+        ├── StoreError                the state store could not be reached: nothing was sent
         └── RoutingError              every candidate was skipped or failed
             └── RateLimitedError      ... and every failure was a rate limit (local or remote)
 
@@ -31,6 +32,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "RoutingError",
+    "StoreError",
     "StreamInterruptedError",
     "UnknownTargetError",
 ]
@@ -119,6 +121,14 @@ class StreamInterruptedError(ProviderError):
     ) -> None:
         super().__init__(message, attempts, status=status, provider=provider, model=model)
         self.delivered_chars = delivered_chars
+
+
+class StoreError(RequestError):
+    """The state store (SQLite file, Redis server) could not be reached or answered wrongly.
+
+    Raised before anything is sent: without the store there is no limit to keep, and an
+    unlimited request is never the fallback. The router works again once the store is back.
+    """
 
 
 class RoutingError(RequestError):
