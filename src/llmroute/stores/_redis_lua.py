@@ -122,11 +122,13 @@ COMMIT = """
 local member, tokens = ARGV[1], tonumber(ARGV[2])
 local seq, old = string.match(member, '^(%d+):(%d+)$')
 local renamed = seq .. ':' .. tokens
+if renamed == member then return member end
 for i = 1, #KEYS, 2 do
   local score = redis.call('ZSCORE', KEYS[i], member)
   if score then
-    redis.call('ZREM', KEYS[i], member)
+    -- Add before removing: a set never empties here, so it keeps its expiry.
     redis.call('ZADD', KEYS[i], score, renamed)
+    redis.call('ZREM', KEYS[i], member)
     redis.call('INCRBY', KEYS[i + 1], tokens - tonumber(old))
   end
 end

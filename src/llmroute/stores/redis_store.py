@@ -308,45 +308,59 @@ class RedisStore:
         }
 
     async def aclose(self) -> None:
-        client, self._client, self._loop = self._client, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is None:
+            return
+        if loop is not asyncio.get_running_loop():
+            _abandon(client)
+            return
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
 
 def _abandon(client: aioredis.Redis) -> None:
-    """Drop a client whose event loop has ended: its sockets belong to that loop and can
-    only be let go of, not closed politely."""
+    """Let go of a client whose event loop has ended.
+
+    Its sockets belong to that loop, which can no longer close them: close each socket
+    itself, or it would linger (and warn) until garbage collection. This reaches into
+    asyncio's and redis-py's internals, on this one rare path only (a router reused from
+    a second `asyncio.run`).
+    """
     pool = client.connection_pool
     for attr in ("_available_connections", "_in_use_connections"):
         for conn in list(getattr(pool, attr, ())):
+            transport = getattr(getattr(conn, "_writer", None), "transport", None)
+            sock = getattr(transport, "_sock", None)
             with contextlib.suppress(Exception):
-                conn._close()
-            # A closed loop refuses even that: forget the streams so nothing warns later.
+                if sock is not None:
+                    sock.close()
+                    # Marked closed, so neither the transport nor its writer warns later.
+                    transport._sock = None  # type: ignore[union-attr]
+                    transport._closing = True  # type: ignore[union-attr]
             with contextlib.suppress(Exception):
                 conn._writer = conn._reader = None
+        with contextlib.suppress(Exception):
+            getattr(pool, attr).clear()
 
 
 def _describe(exc: BaseException) -> str:
     """What went wrong, in words (never a library's internal error numbers)."""
-    from redis.exceptions import (
-        AuthenticationError,
-        ConnectionError,
-        ResponseError,
-        TimeoutError,
-    )
+    from redis import exceptions as rx
 
-    text = str(exc).lower()
-    if isinstance(exc, AuthenticationError) or "auth" in text:
-        return "authentication failed"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionError | OSError):
-        if "refused" in text:
-            return "connection refused"
-        if "reset" in text or "closed" in text or "lost" in text:
-            return "connection lost"
-        return "connection failed"
-    if isinstance(exc, ResponseError):
-        return "the server answered with an error"
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for kind, words in (
+        (ConnectionRefusedError, "connection refused"),
+        (rx.AuthenticationError, "authentication failed"),
+        ((ConnectionResetError, BrokenPipeError), "connection lost"),
+        ((TimeoutError, rx.TimeoutError), "timed out"),
+        (rx.ResponseError, "the server answered with an error"),
+        ((rx.ConnectionError, OSError), "connection failed"),
+    ):
+        if any(isinstance(e, kind) for e in chain):
+            return words
     return "the server gave a malformed answer"
