@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from llmroute._candidate import Candidate
-from llmroute._request import estimate_prompt_tokens, for_attempt
+from llmroute._request import for_attempt
 from llmroute.clock import Clock
 from llmroute.fallback import Failed
 from llmroute.limiter.store import MemoryStore, StateStore, Ticket
@@ -281,7 +281,7 @@ class Engine:
     ) -> Usage:
         """The usage to report (the estimate when the provider gave none), counted."""
         if reported is None:
-            prompt_est = estimate_prompt_tokens(request.messages)
+            prompt_est = request.prompt_estimate
             usage = Usage(
                 prompt_tokens=prompt_est,
                 completion_tokens=cost - prompt_est,

@@ -36,4 +36,5 @@ def merge_events(a: StreamEvent, b: StreamEvent) -> StreamEvent:
         finish_reason=b.finish_reason or a.finish_reason,
         usage=b.usage or a.usage,
         served_model=b.served_model or a.served_model,
+        tool_calls=b.tool_calls or a.tool_calls,
     )

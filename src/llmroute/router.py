@@ -23,10 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from llmroute._candidate import Candidate
 from llmroute._engine import Call, Engine, Served
-from llmroute._request import (
-    build_request,
-    estimate_prompt_tokens,
-)
+from llmroute._request import build_request
 from llmroute._streaming import close_events, merge_events, open_stream
 from llmroute.clock import Clock, SystemClock
 from llmroute.config import ConfigSource, RouterConfig, load_config
@@ -359,6 +356,7 @@ class Router:
             latency_ms=(self._mono() - call.start) * 1000.0,
             attempts=call.attempts,
             raw=response.raw,
+            tool_calls=list(response.tool_calls),
         )
 
     def _begin(
@@ -366,7 +364,7 @@ class Router:
     ) -> tuple[Call, ProviderRequest, int]:
         if target not in self._chains:
             raise UnknownTargetError(target)
-        estimate = estimate_prompt_tokens(request.messages) + (
+        estimate = request.prompt_estimate + (
             request.max_tokens if request.max_tokens is not None else self._completion_estimate
         )
         return self._new_call(deadline), request, estimate
@@ -449,7 +447,7 @@ class Router:
         try:
             event: StreamEvent | None = first
             while event is not None:
-                if event.finish_reason is not None or event.usage is not None:
+                if event.finish_reason is not None or event.usage is not None or event.tool_calls:
                     final = event if final is None else merge_events(final, event)
                 if event.text:
                     delivered += len(event.text)
@@ -491,6 +489,7 @@ class Router:
             usage=usage,
             model=cand.id,
             attempts=call.attempts,
+            tool_calls=list(final.tool_calls) if final else [],
         )
 
     # -- pipeline stages -------------------------------------------------------------------
