@@ -22,7 +22,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from llmroute._admission import Admission, Refusal, Reservation
 from llmroute._candidate import Candidate
 from llmroute._recorder import Call, Recorder
-from llmroute._request import estimate_prompt_tokens, for_attempt
+from llmroute._request import for_attempt
 from llmroute._retry import (
     Decision,
     Failure,
@@ -211,7 +211,7 @@ class Walk:
         Returns the usage, the cost, and the charge correction still to await when the
         store could not make it at once (None for the memory store)."""
         if reported is None:
-            prompt = estimate_prompt_tokens(request.messages)
+            prompt = request.prompt_estimate
             usage = Usage(
                 prompt_tokens=prompt,
                 completion_tokens=tokens - prompt,

@@ -133,8 +133,11 @@ class StreamInterruptedError(ProviderError):
 
 
 class StoreError(RequestError):
-    """The state store (limiter windows, cooldowns, key state) could not be reached; nothing
-    was sent, and the router serves again once the store is back."""
+    """The state store (SQLite file, Redis server) could not be reached or answered wrongly.
+
+    Raised before anything is sent: without the store there is no limit to keep, and an
+    unlimited request is never the fallback. The router works again once the store is back.
+    """
 
 
 class RoutingError(RequestError):

@@ -11,16 +11,30 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from store_backends import Backend, make_backend
+from store_backends import Backend, RedisServer, make_backend, redis_binary
 
 from llmroute.stores import StateStore
 
-BACKENDS = ("memory",)
+BACKENDS = ("memory", "sqlite", "redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (skipped locally when missing, never in CI)."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield make_backend(request.param, tmp_path)
+    url = None
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+    yield make_backend(request.param, tmp_path, url)
 
 
 @pytest.fixture

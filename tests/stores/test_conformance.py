@@ -322,3 +322,15 @@ async def test_store_flags(store: StateStore) -> None:
     assert isinstance(store, StateStore)
     assert isinstance(store.uses_wall_clock, bool)
     assert isinstance(store.shared, bool)
+
+
+async def test_commit_to_the_same_total_keeps_the_charge(
+    store: StateStore, backend: Backend
+) -> None:
+    t0, b = backend.t0, [Bucket("m", rpm=1, tpm=100, rpd=5)]
+    charge = await admit(store, b, 0, t0)
+    await store.commit(charge, 0)
+    await refused(store, b, 0, t0 + 1)
+    await store.commit(charge, 100)
+    await store.commit(charge, 100)
+    await refused(store, [Bucket("m", tpm=100)], 1, t0 + 2)
