@@ -103,6 +103,9 @@ class ModelConfig:
     price: Price | None = None
     #: resolved chain entries (model ids), route names already expanded
     fallbacks: tuple[str, ...] = ()
+    #: what the model accepts beyond text (`tools`, `vision`, `json`); None: what its
+    #: provider type supports
+    capabilities: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
