@@ -36,7 +36,7 @@ from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool
 from llmroute.providers import build_provider
 from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
-from llmroute.stores import MemoryStore, StateStore
+from llmroute.stores import StateStore
 from llmroute.trace import Chunk, Completion, Explanation, ModelUsage
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Router:
         self._mono: Callable[[], float] = (
             time.monotonic if type(self._clock) is SystemClock else self._clock.now
         )
-        self._store: StateStore = store if store is not None else self._default_store()
+        self._store: StateStore = store if store is not None else self._default_store(cache_dir)
         self._own_store = store is None
         store_now = self._clock.time if self._store.uses_wall_clock else self._mono
         self._http_client = http_client
@@ -155,18 +155,11 @@ class Router:
         self._runner: asyncio.Runner | None = None
         self._guard = LoopGuard(self._new_loop)
 
-    def _default_store(self) -> StateStore:
-        state = self.config.limits.state
-        if state.backend == "redis":
-            from llmroute.errors import ConfigError
+    def _default_store(self, cache_dir: str | os.PathLike[str]) -> StateStore:
+        """The store `limits.yaml`'s `state:` names (memory, SQLite or Redis)."""
+        from llmroute.stores.factory import build_store
 
-            raise ConfigError(
-                [
-                    "limits: state.backend: the redis backend is not available in this "
-                    "version; use {backend: memory} or pass store="
-                ]
-            )
-        return MemoryStore()
+        return build_store(self.config.limits.state, cache_dir)
 
     def _secrets(self) -> list[str]:
         """Every secret the config knows, for the one redactor."""
