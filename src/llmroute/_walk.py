@@ -258,7 +258,13 @@ class Walk:
                 now = self.mono()
             slot, reservation, waited = picked
             if cand.rotates:
-                await cand.pool.take(slot)  # type: ignore[union-attr]
+                try:
+                    await cand.pool.take(slot)  # type: ignore[union-attr]
+                except BaseException:
+                    # Nothing was sent yet (cancelled, the store failed): the charge goes back.
+                    if reservation is not None:
+                        await reservation.cancel()
+                    raise
             # The attempt's timeout, cut to what is left of the deadline.
             seconds = min(attempt_timeout, call.deadline_at - now)
             wire = for_attempt(request, cand.wire_model, seconds)
