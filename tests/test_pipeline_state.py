@@ -193,3 +193,22 @@ def test_cli_provider_serves_one_event_loop_after_another(tmp_path: Path) -> Non
     assert asyncio.run(burst("b")) == ["echo: b0", "echo: b1", "echo: b2"]
     assert router.complete_sync("claude/sonnet", "c").text == "echo: c"
     router.close()
+
+
+async def test_explain_reads_a_shared_index_without_moving_it(tmp_path: Path) -> None:
+    clock = FakeClock()
+    script = FakeScript()
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    first = gemini_router(script, clock, store, tmp_path / "a")
+    second = gemini_router(script, clock, store, tmp_path / "b")
+    try:
+        await first.complete("g/flash", "hi")  # key 0; the shared index moves to 1
+        for _ in range(3):
+            explained = await second.explain("g/flash", "hi")
+            assert explained.candidates[0].key == "g#1"
+        await second.complete("g/flash", "hi")
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await store.aclose()
+    assert [KEYS.index(r.key or "") for r in script.requests] == [0, 1]
