@@ -29,7 +29,14 @@ from llmroute._request import (
 )
 from llmroute._streaming import close_events, merge_events, open_stream
 from llmroute.clock import Clock, SystemClock
-from llmroute.config import ConfigSource, RouterConfig, load_config
+from llmroute.config import (
+    DEFAULT_LIMITS,
+    DEFAULT_MODELS,
+    ConfigSource,
+    RouterConfig,
+    load_config,
+    resolve_sources,
+)
 from llmroute.config._loader import read_env
 from llmroute.errors import (
     PaidModelBlockedError,
@@ -65,18 +72,14 @@ __all__ = ["Router"]
 
 logger = logging.getLogger("llmroute")
 
-_DEFAULT_MODELS: Final = "config/models.yaml"
-_DEFAULT_LIMITS: Final = "config/limits.yaml"
+# Defaults that fall back to the shipped catalogue when missing (config.resolve_sources).
+_DEFAULT_MODELS: Final = DEFAULT_MODELS
 RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
 
 _T = TypeVar("_T")
 
 
-class _Default(str):
-    """A default path that may be missing without complaint (only limits.yaml uses it)."""
-
-
-_DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
+_DEFAULT_LIMITS_PATH: Final = DEFAULT_LIMITS
 
 
 class Router:
@@ -116,8 +119,7 @@ class Router:
         clock: Clock | None = None,
     ) -> None:
         env = read_env(env_file)
-        if isinstance(limits, _Default) and not Path(limits).is_file():
-            limits = None
+        models, limits = resolve_sources(models, limits)
         self.config: RouterConfig = load_config(models, limits, env=env)
         self.use_paid_models = (
             use_paid_models if use_paid_models is not None else use_paid_models_from(env)

@@ -1,0 +1,65 @@
+""" "Did you mean" suggestions for misspelt names: targets, model ids, providers, fields, enums.
+
+Only error paths call this, so it may take its time; `difflib` is imported on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["did_you_mean", "suggest"]
+
+_TOKEN = re.compile(r"[/\-_.:]+")
+#: how alike two words must be (difflib's ratio) to be offered as a correction
+_CUTOFF = 0.6
+_TOKEN_CUTOFF = 0.75
+
+
+def suggest(word: str, choices: Iterable[str], *, limit: int = 3) -> list[str]:
+    """The names in `choices` closest to `word`, best first (empty when none is close).
+
+    Whole-name similarity first (`chta` -> `chat`, `roundrobin` -> `round_robin`); then, for
+    abbreviated ids, names in which every piece of `word` starts or nearly spells a piece
+    (`gem/flsh` -> `google_ai_studio/gemini-2.5-flash`).
+    """
+    import difflib
+
+    options = sorted({c for c in choices if isinstance(c, str)})
+    if not word or not options:
+        return []
+    by_lower: dict[str, str] = {}
+    for option in options:
+        by_lower.setdefault(option.lower(), option)
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=limit, cutoff=_CUTOFF)
+    if close:
+        return [by_lower[c] for c in close]
+    pieces = [p for p in _TOKEN.split(word.lower()) if p]
+    if not pieces:
+        return []
+
+    def fits(option: str) -> bool:
+        parts = [p for p in _TOKEN.split(option.lower()) if p]
+        return all(any(_piece_fits(piece, part) for part in parts) for piece in pieces)
+
+    fitting = [o for o in options if fits(o)]
+    fitting.sort(key=lambda o: -difflib.SequenceMatcher(None, word.lower(), o.lower()).ratio())
+    return fitting[:limit]
+
+
+def _piece_fits(piece: str, part: str) -> bool:
+    import difflib
+
+    if part.startswith(piece):
+        return True
+    return difflib.SequenceMatcher(None, piece, part).ratio() >= _TOKEN_CUTOFF
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` / ` (did you mean 'x' or 'y'?)`, or "" when nothing is close."""
+    found = suggest(word, choices)
+    if not found:
+        return ""
+    quoted = [repr(f) for f in found]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f" (did you mean {listed}?)"
