@@ -193,10 +193,22 @@ def test_check_lists_every_problem_on_its_own_line(tmp_path: Path) -> None:
     assert len(problems) == 2
 
 
-def test_check_without_a_config_directory_says_where_it_looked(tmp_path: Path) -> None:
+def test_check_without_a_config_directory_uses_the_shipped_catalogue(tmp_path: Path) -> None:
     run = llmroute("check", cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert "the catalogue shipped with llmroute" in run.out
+    # nothing is set here, so what to do comes first
+    assert run.out.index("To do") < run.out.index("Providers")
+    assert "llmroute fake-server" in run.out
+    strict = llmroute("check", "--strict", cwd=tmp_path)
+    assert strict.code == 1
+    assert "has no usable candidate" in strict.out
+
+
+def test_check_with_a_missing_config_directory_says_where_it_looked(tmp_path: Path) -> None:
+    run = llmroute("check", "--config", "nowhere", cwd=tmp_path)
     assert run.code == 1
-    assert "config/models.yaml: file not found" in run.err
+    assert "nowhere/models.yaml: file not found" in run.err
     assert "--config DIR" in run.err
     assert "Traceback" not in run.err
 

@@ -7,20 +7,66 @@ async with Router() as router:
     c = await router.complete("chat", "Summarise this ...")
 ```
 
-Names are imported on first use, so `import llmroute` costs next to nothing.
+Every exception is importable from here as from `llmroute.errors`. The router and the
+result types are imported on first use, so `import llmroute` costs next to nothing.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from llmroute import errors as _errors
+from llmroute.errors import (
+    ConfigError,
+    LLMRouteError,
+    PaidModelBlockedError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RequestError,
+    RoutingError,
+    StreamInterruptedError,
+    UnknownTargetError,
+)
+
 if TYPE_CHECKING:
     from llmroute.router import Router
     from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Usage
 
-__all__ = ["Attempt", "Chunk", "Completion", "ModelUsage", "Router", "Usage", "__version__"]
-
 _TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "ModelUsage", "Usage"})
+#: result types whose module may vary between versions: looked up where they live
+_LATE_NAMES = {"Explanation": ("trace", "router"), "ToolCall": ("trace",)}
+
+__all__ = [
+    "Attempt",
+    "Chunk",
+    "Completion",
+    "ConfigError",
+    "LLMRouteError",
+    "ModelUsage",
+    "PaidModelBlockedError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "RequestError",
+    "Router",
+    "RoutingError",
+    "StreamInterruptedError",
+    "UnknownTargetError",
+    "Usage",
+    "__version__",
+]
+__all__ += sorted(set(_errors.__all__) - set(__all__))
+
+
+def _late(name: str) -> Any:
+    import importlib
+
+    for module in _LATE_NAMES[name]:
+        found = getattr(importlib.import_module(f"llmroute.{module}"), name, None)
+        if found is not None:
+            return found
+    raise AttributeError(f"module 'llmroute' has no attribute {name!r}")
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +78,10 @@ def __getattr__(name: str) -> Any:
         from llmroute import trace
 
         return getattr(trace, name)
+    if name in _errors.__all__:
+        return getattr(_errors, name)
+    if name in _LATE_NAMES:
+        return _late(name)
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -43,4 +93,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted({*__all__, *_LATE_NAMES})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["did_you_mean", "suggest"]
+__all__ = ["did_you_mean", "nothing_set_up", "suggest"]
 
 _TOKEN = re.compile(r"[/\-_.:]+")
 #: how alike two words must be (difflib's ratio) to be offered as a correction
@@ -63,3 +63,22 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     quoted = [repr(f) for f in found]
     listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
     return f" (did you mean {listed}?)"
+
+
+#: the outcomes of a candidate that was never sent anything for want of credentials or money
+_NOT_SET_UP = frozenset({"skipped_unavailable", "skipped_paid"})
+
+
+def nothing_set_up(outcomes: Iterable[str]) -> str:
+    """The sentence for a request that failed because no candidate has credentials, else "".
+
+    A newcomer meets this first (the shipped catalogue with no key set), so it names the two
+    ways forward: `llmroute check` says what to set, `llmroute fake-server` runs offline.
+    """
+    seen = set(outcomes)
+    if "skipped_unavailable" not in seen or not seen <= _NOT_SET_UP:
+        return ""
+    return (
+        "no provider of this chain has an API key set (or its CLI installed): "
+        "run `llmroute check` to see what to set, or `llmroute fake-server` to try it offline"
+    )

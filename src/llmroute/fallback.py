@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from llmroute._candidate import Candidate
+from llmroute._hints import nothing_set_up
 from llmroute.errors import ProviderError, RateLimitedError, RoutingError
 from llmroute.trace import Attempt, Outcome
 
@@ -77,7 +78,11 @@ def exhausted_error(
             retry_after=min(waits) if waits else None,
         )
     else:
+        hint = nothing_set_up(a.outcome for a in attempts)
         error = RoutingError(
-            f"no candidate for {target!r} could serve the request ({text})", attempts
+            f"no candidate for {target!r} could serve the request"
+            + (f": {hint}" if hint else "")
+            + f" ({text})",
+            attempts,
         )
     return error

@@ -279,7 +279,7 @@ class Router:
         """The model ids `target` resolves to, in order."""
         chain = self._chains.get(target)
         if chain is None:
-            raise UnknownTargetError(target)
+            raise UnknownTargetError(target, self._chains)
         return tuple(c.id for c in chain)
 
     def unavailable(self) -> dict[str, str]:
@@ -367,7 +367,7 @@ class Router:
         self, target: str, deadline: float | None, request: ProviderRequest
     ) -> tuple[Call, ProviderRequest, int]:
         if target not in self._chains:
-            raise UnknownTargetError(target)
+            raise UnknownTargetError(target, self._chains)
         estimate = estimate_prompt_tokens(request.messages) + (
             request.max_tokens if request.max_tokens is not None else self._completion_estimate
         )
@@ -519,7 +519,10 @@ class Router:
         if reason:
             call.attempts.append(skip_row(cand, "skipped_unavailable", reason))
             if single:
-                raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
+                raise ProviderUnavailableError(
+                    f"{cand.id} is unavailable: {reason} (`llmroute check` says what to set)",
+                    call.attempts,
+                )
             return False
         return True
 
