@@ -14,6 +14,13 @@ _TOKEN = re.compile(r"[/\-_.:]+")
 #: how alike two words must be (difflib's ratio) to be offered as a correction
 _CUTOFF = 0.6
 _TOKEN_CUTOFF = 0.75
+_MARGIN = 0.1
+
+
+def _ratio(a: str, b: str) -> float:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
 
 
 def suggest(word: str, choices: Iterable[str], *, limit: int = 3) -> list[str]:
@@ -33,7 +40,9 @@ def suggest(word: str, choices: Iterable[str], *, limit: int = 3) -> list[str]:
         by_lower.setdefault(option.lower(), option)
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=limit, cutoff=_CUTOFF)
     if close:
-        return [by_lower[c] for c in close]
+        # only the ones nearly as close as the best: a far second guess is noise
+        best = _ratio(word, close[0])
+        return [by_lower[c] for c in close if _ratio(word, c) >= best - _MARGIN]
     pieces = [p for p in _TOKEN.split(word.lower()) if p]
     if not pieces:
         return []

@@ -160,11 +160,11 @@ def _merge_models(
     report: MergeReport,
 ) -> tuple[str, list[str]]:
     text = user_text
+    plan = _plan(user, shipped, report)
     added_models: list[str] = []
     for section, kind in (("providers", "provider"), ("models", "model"), ("routes", "route")):
-        mine, theirs = _section(user, section), _section(shipped, section)
-        report.kept[section] = len(mine)
-        new = [name for name in theirs if name not in mine and not _is_retired(theirs[name])]
+        report.kept[section] = len(_section(user, section))
+        new = plan[section]
         if not new:
             continue
         blocks = entry_blocks(shipped_text, section)
@@ -174,6 +174,11 @@ def _merge_models(
             )
         except TextEditError as exc:
             report.notes.append(f"{section}: {exc}")
+            if section != "routes":
+                # what is built on this section cannot be added either
+                plan["routes"] = []
+                if section == "providers":
+                    plan["models"] = []
             continue
         report.added += [(kind, n) for n in new]
         if section == "models":
@@ -184,6 +189,45 @@ def _merge_models(
         if isinstance(entry, dict) and _is_retired(entry):
             report.retired.append((str(model_id), str(entry["retired"])))
     return text, added_models
+
+
+def _plan(
+    user: dict[str, Any], shipped: dict[str, Any], report: MergeReport
+) -> dict[str, list[str]]:
+    """The shipped entries to add: new, not retired, and with everything they name present."""
+    new = {
+        section: {
+            name: body
+            for name, body in _section(shipped, section).items()
+            if name not in _section(user, section) and not _is_retired(body)
+        }
+        for section in ("providers", "models", "routes")
+    }
+    providers = set(_section(user, "providers")) | set(new["providers"])
+    models = {
+        m: body
+        for m, body in new["models"].items()
+        if isinstance(body, dict) and body.get("provider") in providers
+    }
+    routes = dict(new["routes"])
+    # Drop, until nothing changes, what names a model or route that will not be there.
+    while True:
+        ids = set(_section(user, "models")) | set(models)
+        names = ids | set(_section(user, "routes")) | set(routes)
+        bad_models = [m for m, b in models.items() if not set(_list(b.get("fallbacks"))) <= names]
+        bad_routes = [r for r, b in routes.items() if not set(_list(b)) <= names]
+        if not bad_models and not bad_routes:
+            break
+        for m in bad_models:
+            del models[m]
+        for r in bad_routes:
+            del routes[r]
+            report.notes.append(f"route {r!r} not added: it names models your config lacks")
+    return {"providers": list(new["providers"]), "models": list(models), "routes": list(routes)}
+
+
+def _list(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _is_retired(entry: Any) -> bool:
