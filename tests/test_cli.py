@@ -375,3 +375,25 @@ def test_rate_limited_pool_still_answers_without_leaking(
     assert_clean(run)
     assert "rate_limited_remote" in run.err
     assert "gem#1" in run.err
+
+
+# -- explain -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("llmroute.router").router.Router, "explain"),
+    reason="Router.explain lands with the attempt pipeline; this runs once it exists",
+)
+def test_explain_prints_the_chain_and_sends_nothing(
+    project: Path, server: FakeProviderServer
+) -> None:
+    run = llmroute("explain", "chat", "Hello", cwd=project, env={**KEYS, "USE_PAID_MODELS": "0"})
+    assert run.code == 0, run.err
+    assert_clean(run)
+    for model in ("pricey/big", "gem/flash", "fake/small"):
+        assert model in run.out
+    assert "paid" in run.out
+    assert server.script.requests == []
+    unknown = llmroute("explain", "chta", "Hello", cwd=project, env=KEYS)
+    assert unknown.code == 1
+    assert "did you mean 'chat'" in unknown.err

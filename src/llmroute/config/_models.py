@@ -32,7 +32,7 @@ _COMMON_FIELDS = frozenset({"type", "timeout", "retries", "paid", "cooldown_seco
 _HTTP_FIELDS = _COMMON_FIELDS | {"base_url", "api_key", "api_keys", "headers", "rotation"}
 _CLI_FIELDS = _COMMON_FIELDS | {"command", "env", "max_concurrency"}
 _DEFAULT_BASE_URLS = {"google_ai_studio": "https://generativelanguage.googleapis.com/v1beta"}
-# The prompt goes on stdin, which is then closed (docs/providers.md, "CLI agents").
+# The prompt goes on stdin, which is then closed (docs/providers.md sections 6 and 7).
 _DEFAULT_COMMANDS = {
     "claude_code": (
         "claude",
