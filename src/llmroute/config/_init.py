@@ -210,20 +210,27 @@ def _plan(
         if isinstance(body, dict) and body.get("provider") in providers
     }
     routes = dict(new["routes"])
-    # Drop, until nothing changes, what names a model or route that will not be there.
+    known = set(_section(user, "models")) | set(_section(user, "routes"))
+    for route in _complete(models, routes, known):
+        report.notes.append(f"route {route!r} not added: it names models your config lacks")
+    return {"providers": list(new["providers"]), "models": list(models), "routes": list(routes)}
+
+
+def _complete(models: dict[str, Any], routes: dict[str, Any], known: set[str]) -> list[str]:
+    """Drop from `models` and `routes`, until nothing changes, what names a model or route
+    that will not be there; the routes dropped."""
+    dropped: list[str] = []
     while True:
-        ids = set(_section(user, "models")) | set(models)
-        names = ids | set(_section(user, "routes")) | set(routes)
+        names = known | set(models) | set(routes)
         bad_models = [m for m, b in models.items() if not set(_list(b.get("fallbacks"))) <= names]
         bad_routes = [r for r, b in routes.items() if not set(_list(b)) <= names]
         if not bad_models and not bad_routes:
-            break
+            return dropped
         for m in bad_models:
             del models[m]
         for r in bad_routes:
             del routes[r]
-            report.notes.append(f"route {r!r} not added: it names models your config lacks")
-    return {"providers": list(new["providers"]), "models": list(models), "routes": list(routes)}
+        dropped += bad_routes
 
 
 def _list(value: Any) -> list[str]:

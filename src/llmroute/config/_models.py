@@ -76,25 +76,11 @@ class ModelsBuilder(Checker):
     def build(self, raw: Any) -> ModelsConfig:
         top = self.mapping(raw, "(top level)")
         self.fields(top, ("providers", "models", "routes"), "(top level)")
-        providers: dict[str, ProviderConfig] = {}
-        raw_providers = self.mapping(top.get("providers"), "providers")
-        for name, body in raw_providers.items():
-            provider = self._provider(str(name), body)
-            if provider is not None:
-                providers[provider.name] = provider
-        # a model of a provider that is itself broken gets no second, misleading problem
-        self.broken = {str(n) for n in raw_providers} - set(providers)
+        providers = self._providers(self.mapping(top.get("providers"), "providers"))
         raw_models = self.mapping(top.get("models"), "models")
-        raw_routes = self.mapping(top.get("routes"), "routes")
         if not raw_models:
             self.fail("models", "no models defined")
-        for name in raw_routes:
-            if name in raw_models:
-                self.fail(f"routes.{name}", "a route cannot have the name of a model id")
-        route_lists = {str(n): self.strings(raw_routes, n, "routes") for n in raw_routes}
-        for name, entries in route_lists.items():
-            if not entries and present(raw_routes.get(name)):
-                self.fail(f"routes.{name}", "a route needs at least one entry")
+        route_lists = self._route_lists(self.mapping(top.get("routes"), "routes"), raw_models)
         expander = ChainExpander(self, {str(m) for m in raw_models}, route_lists)
         routes = {name: expander.route(name) for name in route_lists}
         models: dict[str, ModelConfig] = {}
@@ -104,6 +90,28 @@ class ModelsBuilder(Checker):
                 models[model.id] = model
         secrets = frozenset(s for p in providers.values() for s in p.secrets)
         return ModelsConfig(providers=providers, models=models, routes=routes, secrets=secrets)
+
+    def _providers(self, raw: Mapping[str, Any]) -> dict[str, ProviderConfig]:
+        providers: dict[str, ProviderConfig] = {}
+        for name, body in raw.items():
+            provider = self._provider(str(name), body)
+            if provider is not None:
+                providers[provider.name] = provider
+        # a model of a provider that is itself broken gets no second, misleading problem
+        self.broken = {str(n) for n in raw} - set(providers)
+        return providers
+
+    def _route_lists(
+        self, raw_routes: Mapping[str, Any], raw_models: Mapping[str, Any]
+    ) -> dict[str, list[str]]:
+        for name in raw_routes:
+            if name in raw_models:
+                self.fail(f"routes.{name}", "a route cannot have the name of a model id")
+        route_lists = {str(n): self.strings(raw_routes, n, "routes") for n in raw_routes}
+        for name, entries in route_lists.items():
+            if not entries and present(raw_routes.get(name)):
+                self.fail(f"routes.{name}", "a route needs at least one entry")
+        return route_lists
 
     def _provider(self, name: str, body: Any) -> ProviderConfig | None:
         path = f"providers.{name}"
