@@ -380,10 +380,6 @@ def test_rate_limited_pool_still_answers_without_leaking(
 # -- explain -----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(__import__("llmroute.router").router.Router, "explain"),
-    reason="Router.explain lands with the attempt pipeline; this runs once it exists",
-)
 def test_explain_prints_the_chain_and_sends_nothing(
     project: Path, server: FakeProviderServer
 ) -> None:

@@ -31,17 +31,18 @@ from llmroute.errors import (
 
 if TYPE_CHECKING:
     from llmroute.router import Router
-    from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Usage
+    from llmroute.trace import Attempt, Chunk, Completion, Explanation, ModelUsage, Usage
 
-_TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "ModelUsage", "Usage"})
-#: result types whose module may vary between versions: looked up where they live
-_LATE_NAMES = {"Explanation": ("trace", "router"), "ToolCall": ("trace",)}
+_TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "Explanation", "ModelUsage", "Usage"})
+#: result types that may not exist in every build yet: looked up where they live
+_LATE_NAMES = {"ToolCall": ("trace",)}
 
 __all__ = [
     "Attempt",
     "Chunk",
     "Completion",
     "ConfigError",
+    "Explanation",
     "LLMRouteError",
     "ModelUsage",
     "PaidModelBlockedError",

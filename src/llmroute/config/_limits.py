@@ -10,7 +10,6 @@ from llmroute.config._schema import (
     DEFAULT_COMPLETION_ESTIMATE,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_WAIT_SECONDS,
-    DEFAULT_SQLITE_PATH,
     DEFAULT_STATE_PREFIX,
     LimitsConfig,
     LimitSpec,
@@ -91,7 +90,7 @@ class LimitsBuilder(Checker):
         backend = self.choice(raw, "backend", "state", _BACKENDS, "memory")
         is_text = lambda v: isinstance(v, str) and bool(v)  # noqa: E731
         url = self.typed(raw, "url", "state", is_text, "a URL string", "")
-        path = self.typed(raw, "path", "state", is_text, "a file path", DEFAULT_SQLITE_PATH)
+        path = self.typed(raw, "path", "state", is_text, "a file path", None)
         prefix = self.typed(raw, "prefix", "state", is_text, "a string", DEFAULT_STATE_PREFIX)
         if backend == "redis" and not url:
             self.required(raw, "url", "state", "the redis backend needs a url")

@@ -14,7 +14,6 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_WAIT_SECONDS",
     "DEFAULT_RETRIES",
-    "DEFAULT_SQLITE_PATH",
     "DEFAULT_STATE_PREFIX",
     "DEFAULT_TIMEOUT",
     "LimitSpec",
@@ -125,6 +124,8 @@ class ModelConfig:
     price: Price | None = None
     #: resolved chain entries (model ids), route names already expanded
     fallbacks: tuple[str, ...] = ()
+    #: what the model accepts beyond text (`tools`, `vision`, `json`); None: what its
+    #: provider type supports
     capabilities: frozenset[str] | None = None
     #: the catalogue's note that the provider retired the model (still callable), else None
     retired: str | None = None
@@ -165,18 +166,17 @@ class Strategy:
 
 
 StateBackend = Literal["memory", "sqlite", "redis"]
-DEFAULT_SQLITE_PATH = ".cache/llmroute.sqlite3"
 DEFAULT_STATE_PREFIX = "llmroute"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig:
     backend: StateBackend = "memory"
-    #: sqlite: the database file
-    path: str = DEFAULT_SQLITE_PATH
     #: redis: the server URL (may carry a password)
     url: Secret | None = None
-    #: redis: the prefix of every key, so several deployments can share one server
+    #: sqlite: the database file; None: `{cache_dir}/llmroute.sqlite3`
+    path: str | None = None
+    #: redis: the prefix of every key, so routers that must not share state can share a server
     prefix: str = DEFAULT_STATE_PREFIX
 
 
