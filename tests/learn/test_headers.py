@@ -295,11 +295,12 @@ def test_gemini_several_violations_and_tokens() -> None:
     assert spent_for(info) == 5000.0
 
 
-def test_gemini_per_minute_without_retry_info_waits_a_minute() -> None:
+def test_gemini_per_minute_without_retry_info_has_no_known_reset() -> None:
     no_value = {k: v for k, v in PER_MINUTE.items() if k != "quotaValue"}
     info = parse_gemini_quota(gemini_429(no_value, delay=None), retry_delay=None, day_reset=None)
-    assert info == RateLimitInfo((Window("requests", "minute", None, 0, 60.0),))
+    assert info == RateLimitInfo((Window("requests", "minute", None, 0, None),))
     assert learned_limits(info) == []
+    assert spent_for(info) is None  # the router's own cooldown for the 429 applies
 
 
 @pytest.mark.parametrize(

@@ -347,8 +347,9 @@ def parse_gemini_quota(
 ) -> RateLimitInfo | None:
     """The windows a Gemini 429 names (QuotaFailure violations), or None.
 
-    A per-minute quota is spent for `retry_delay` (the RetryInfo delay, else a minute);
-    a per-day quota until `day_reset` (seconds until the quota's midnight).
+    A per-minute quota is spent for `retry_delay` (the RetryInfo delay), a per-day quota
+    until `day_reset` (seconds until the quota's midnight); without them the reset is
+    unknown (None) and the router's own cooldown for the 429 applies.
     """
     if isinstance(body, list) and body:
         body = body[0]
@@ -384,7 +385,7 @@ def _violation(
     if "PerDay" in quota_id:
         span, reset = "day", day_reset
     elif "PerMinute" in quota_id:
-        span, reset = "minute", retry_delay if retry_delay is not None else _MINUTE
+        span, reset = "minute", retry_delay
     else:
         logger.debug("ignored a quota violation of unknown period: %.80r", quota_id)
         return None

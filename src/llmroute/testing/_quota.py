@@ -131,7 +131,8 @@ class QuotaEnforcer:
         ...
         assert quota.refused == 0
 
-    `admitted` and `refused` count requests; `refused_by` counts 429s per (model, key).
+    `admitted` and `refused` count requests; `refused_by` counts 429s per (model, key) and
+    `refused_at` says when each was sent.
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class QuotaEnforcer:
         self._now: Callable[[], float] = (
             read if time_scale == 1.0 else (lambda: read() * time_scale)
         )
+        self._scale = time_scale
         self._windows: dict[tuple[str, str | None], _Windows] = {}
         #: requests answered by the script
         self.admitted = 0
@@ -157,6 +159,8 @@ class QuotaEnforcer:
         self.refused = 0
         #: 429s per (model, key); the key is None for a quota shared by all keys
         self.refused_by: dict[tuple[str, str | None], int] = {}
+        #: when each 429 was sent (provider time, see `now`)
+        self.refused_at: list[float] = []
 
     def now(self) -> float:
         """Provider time: the clock's seconds times the time scale."""
@@ -173,8 +177,13 @@ class QuotaEnforcer:
         query: str,
         headers: Mapping[str, str],
         body: bytes,
+        *,
+        latency: float = 0.0,
     ) -> Rendered:
-        """Answer one raw HTTP request as `script.handle` does, within the quotas."""
+        """Answer one raw HTTP request as `script.handle` does, within the quotas.
+
+        `latency` is what the fake adds before the answer leaves, beyond the behaviour's
+        own: the headers describe the windows as they stand when the answer is sent."""
         request = _chat_request(method, path, headers, body)
         if request is None:
             return script.handle(method, path, query, headers, body)
@@ -192,6 +201,7 @@ class QuotaEnforcer:
         if violations:
             self.refused += 1
             self.refused_by[bucket] = self.refused_by.get(bucket, 0) + 1
+            self.refused_at.append(now)
             return _too_many(wire, model, quota, windows, violations, now)
         self.admitted += 1
         entry = windows.charge(now, prompt_tokens)
@@ -201,7 +211,8 @@ class QuotaEnforcer:
             windows.settle(entry, used)
         if wire != "openai":
             return rendered
-        return _with_headers(rendered, _rate_headers(quota, windows, now))
+        sent_at = now + (rendered.latency + latency) * self._scale
+        return _with_headers(rendered, _rate_headers(quota, windows, sent_at))
 
     def __repr__(self) -> str:
         return f"QuotaEnforcer(admitted={self.admitted}, refused={self.refused})"
@@ -352,28 +363,27 @@ def _gemini_violation(violation: _Violation, model: str) -> dict[str, object]:
     }
 
 
-def _rate_headers(quota: Quota, windows: _Windows, now: float) -> dict[str, str]:
-    """Groq's header set for the windows this quota limits."""
+def _rate_headers(quota: Quota, windows: _Windows, at: float) -> dict[str, str]:
+    """Groq's header set for the windows this quota limits, as they stand at `at` (when the
+    answer leaves, which may be after the windows were last pruned)."""
     headers: dict[str, str] = {}
     day_requests = quota.request_headers == "day" or quota.rpm is None
     request_limit = quota.rpd if day_requests else quota.rpm
     if request_limit is not None:
         entries, span = (windows.day, _DAY) if day_requests else (windows.minute, _MINUTE)
-        remaining = max(request_limit - len(entries), 0)
+        live = [t for t, _ in entries if t + span > at]
         headers["x-ratelimit-limit-requests"] = str(request_limit)
-        headers["x-ratelimit-remaining-requests"] = str(remaining)
-        headers["x-ratelimit-reset-requests"] = _go_duration(
-            entries[0][0] + span - now if entries else 0.0
-        )
+        headers["x-ratelimit-remaining-requests"] = str(max(request_limit - len(live), 0))
+        headers["x-ratelimit-reset-requests"] = _go_duration(live[0] + span - at if live else 0.0)
     token_limit = quota.tpm if quota.tpm is not None else quota.tpd
     if token_limit is not None:
-        minute = quota.tpm is not None
-        entries, span = (windows.minute, _MINUTE) if minute else (windows.day, _DAY)
-        used = windows.minute_tokens if minute else windows.day_tokens
+        entries, span = (windows.minute, _MINUTE) if quota.tpm is not None else (windows.day, _DAY)
+        live_tokens = [(t, n) for t, n in entries if t + span > at]
+        used = sum(n for _, n in live_tokens)
         headers["x-ratelimit-limit-tokens"] = str(token_limit)
         headers["x-ratelimit-remaining-tokens"] = str(max(int(token_limit - used), 0))
         headers["x-ratelimit-reset-tokens"] = _go_duration(
-            entries[0][0] + span - now if entries else 0.0
+            live_tokens[0][0] + span - at if live_tokens else 0.0
         )
     return headers
 

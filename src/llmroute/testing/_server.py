@@ -159,7 +159,7 @@ class FakeProviderServer:
         args = (request.method, request.path, request.query, request.headers, request.body)
         if self.quota is None:
             return self.script.handle(*args)
-        return self.quota.handle(self.script, *args)
+        return self.quota.handle(self.script, *args, latency=self.latency)
 
     def __repr__(self) -> str:
         where = self.base_url if self._server is not None else "stopped"
