@@ -84,11 +84,18 @@ async def test_every_openai_answer_carries_groq_style_headers() -> None:
         info = parse_headers(last.headers, clock.time())
         assert info is not None
         assert learned_limits(info) == [("rpm", 3), ("tpm", 1000)]
-        assert spent_for(info) == pytest.approx(59.5)
+        # a reset is when the window is back to its initial state: the newest charge gone
+        assert spent_for(info) == pytest.approx(60.0)
         refused = await http.post(OPENAI, json=chat())
         assert refused.status_code == 429
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
-        assert refused.headers["x-ratelimit-reset-requests"] == "59.5s"
+        assert refused.headers["x-ratelimit-reset-requests"] == "1m0s"
+        # ... while Retry-After is when this request would fit: the oldest charge gone
+        assert refused.headers["retry-after"] == "60"
+        clock.advance(10)
+        later = await http.post(OPENAI, json=chat())
+        assert later.headers["x-ratelimit-reset-requests"] == "50s"
+        assert later.headers["retry-after"] == "50"
 
 
 async def test_tokens_per_minute_are_checked_against_the_prompt() -> None:

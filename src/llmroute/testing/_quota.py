@@ -12,8 +12,9 @@ and the script is not consulted:
   minute or per day, requests or input tokens, `quotaValue`) and a `RetryInfo` delay; no
   rate-limit headers, as Gemini sends none.
 
-A reset is when the window next has room: for a spent window, the moment its oldest charge
-leaves it. Time is the clock's `now()` times `time_scale`: with `time_scale=60` a provider
+A header's reset is, as OpenAI and Groq define it, the time until the window is back to its
+initial state (its newest charge has left it); a 429's `Retry-After` (and RetryInfo) is the
+time until the refused request would fit. Time is the clock's `now()` times `time_scale`: with `time_scale=60` a provider
 minute passes in one real second, and every reset and hint is given in provider seconds,
 so run the client on a clock of the same scale (`ScaledClock(60)`), or on the same
 `FakeClock` for virtual time.
@@ -374,7 +375,7 @@ def _rate_headers(quota: Quota, windows: _Windows, at: float) -> dict[str, str]:
         live = [t for t, _ in entries if t + span > at]
         headers["x-ratelimit-limit-requests"] = str(request_limit)
         headers["x-ratelimit-remaining-requests"] = str(max(request_limit - len(live), 0))
-        headers["x-ratelimit-reset-requests"] = _go_duration(live[0] + span - at if live else 0.0)
+        headers["x-ratelimit-reset-requests"] = _go_duration(live[-1] + span - at if live else 0.0)
     token_limit = quota.tpm if quota.tpm is not None else quota.tpd
     if token_limit is not None:
         entries, span = (windows.minute, _MINUTE) if quota.tpm is not None else (windows.day, _DAY)
@@ -383,7 +384,7 @@ def _rate_headers(quota: Quota, windows: _Windows, at: float) -> dict[str, str]:
         headers["x-ratelimit-limit-tokens"] = str(token_limit)
         headers["x-ratelimit-remaining-tokens"] = str(max(int(token_limit - used), 0))
         headers["x-ratelimit-reset-tokens"] = _go_duration(
-            live_tokens[0][0] + span - at if live_tokens else 0.0
+            live_tokens[-1][0] + span - at if live_tokens else 0.0
         )
     return headers
 
