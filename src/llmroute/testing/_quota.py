@@ -14,10 +14,12 @@ and the script is not consulted:
 
 A header's reset is, as OpenAI and Groq define it, the time until the window is back to its
 initial state (its newest charge has left it); a 429's `Retry-After` (and RetryInfo) is the
-time until the refused request would fit. Time is the clock's `now()` times `time_scale`: with `time_scale=60` a provider
-minute passes in one real second, and every reset and hint is given in provider seconds,
-so run the client on a clock of the same scale (`ScaledClock(60)`), or on the same
-`FakeClock` for virtual time.
+time until the refused request would fit.
+
+Time is the clock's `now()` times `time_scale`: with `time_scale=60` a provider minute
+passes in one real second, and every reset and hint is given in provider seconds, so run
+the client on a clock of the same scale (`ScaledClock(60)`), or on the same `FakeClock`
+for virtual time.
 
 Tokens are checked on arrival against the prompt (the provider cannot know the answer
 yet) and charged as the answer's usage, so a window can end a little over its token limit,
