@@ -16,11 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmroute.router import Router
-    from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, Usage
+    from llmroute.trace import Attempt, Chunk, Completion, ModelUsage, ToolCall, Usage
 
-__all__ = ["Attempt", "Chunk", "Completion", "ModelUsage", "Router", "Usage", "__version__"]
+__all__ = [
+    "Attempt",
+    "Chunk",
+    "Completion",
+    "ModelUsage",
+    "Router",
+    "ToolCall",
+    "Usage",
+    "__version__",
+]
 
-_TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "ModelUsage", "Usage"})
+_TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "ModelUsage", "ToolCall", "Usage"})
 
 
 def __getattr__(name: str) -> Any:
