@@ -299,6 +299,8 @@ class Router:
         (`{"model slot": seconds left}`); never a secret."""
         out: dict[str, dict[str, Any]] = {}
         for name, pool in self._pools.items():
+            # A shared store holds what other processes left: disabled keys, the index.
+            await pool.load()
             cooling: dict[str, float] = {}
             for cand in self._candidates.values():
                 if cand.pool is not pool:

@@ -220,3 +220,32 @@ async def test_routers_whose_clocks_differ_by_30s_share_one_window(
             await client.aclose()
         for store in stores:
             await store.aclose()
+
+
+# -- what another process sees (`llmroute keys`) -----------------------------------------------
+
+
+async def test_key_state_from_another_run_is_visible(tmp_path: Path) -> None:
+    """`llmroute keys` reads `Router.key_status()`: with a shared store it shows the
+    cooldowns and disabled keys another process left there."""
+    from llmroute.testing import InvalidKey
+
+    keys = (*GEMINI_KEYS, "fake-gemini-restart-key-three-3333333")
+    models, limits = gemini_models()
+    models["providers"]["google_ai_studio"]["api_keys"] = list(keys)
+    limits["state"] = {"backend": "sqlite", "path": str(tmp_path / "state.sqlite3")}
+    script, clock = FakeScript(), FakeClock()
+    script.script("gemini-2.5-flash", RateLimit(retry_delay=120), key=keys[0])
+    script.script("gemini-2.5-flash", InvalidKey(), key=keys[1])
+    for run in range(2):
+        client = httpx.AsyncClient(transport=FakeTransport(script, clock=clock))
+        async with Router(
+            models, limits, env_file=None, cache_dir=tmp_path, clock=clock, http_client=client
+        ) as router:
+            if run == 0:
+                await router.complete("google_ai_studio/gemini-2.5-flash", "hello")
+            status = (await router.key_status())["google_ai_studio"]
+        await client.aclose()
+    assert status["disabled"] == ["google_ai_studio#1"]
+    assert list(status["cooling"]) == ["google_ai_studio/gemini-2.5-flash google_ai_studio#0"]
+    assert 100 < next(iter(status["cooling"].values())) <= 120
