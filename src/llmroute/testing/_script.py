@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote
@@ -75,7 +75,7 @@ class Reply:
     """
 
     text: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     #: OpenAI spelling (`stop`, `length`, `content_filter`); Gemini gets `STOP`, `MAX_TOKENS`, ...
@@ -101,7 +101,7 @@ class Stream:
     #: sent after the text, as the wire streams them: OpenAI in fragments (id and name
     #: first, then the arguments `fragment` characters at a time; 0 sends each call whole
     #: in one delta, as Groq does), Gemini one whole call per event
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall] = ()
     fragment: int = 8
     delay: float = 0.0
     fail_after: int | None = None
@@ -111,6 +111,9 @@ class Stream:
     completion_tokens: int | None = None
     #: seconds before the response headers
     latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
