@@ -180,7 +180,7 @@ async def test_failure_after_first_chunk_raises_with_delivered_count(
 async def test_one_candidate_stream_error(clock: FakeClock, tmp_path: Any) -> None:
     script = FakeScript()
     script.script("a", RateLimit(retry_after=3))
-    router, _ = router_on(script, clock, tmp_path)
+    router, _ = router_on(script, clock, tmp_path, {"strategy": {"on_limit": "fallback"}})
     async with router:
         with pytest.raises(RateLimitedError) as info:
             await collect(router, "oai/a")

@@ -31,8 +31,8 @@ from typing import Any, Final, TextIO
 import yaml
 
 from llmroute.errors import LLMRouteError, RequestError
-from llmroute.limiter.store import Bucket, MemoryStore
 from llmroute.router import Router
+from llmroute.stores import Bucket, MemoryStore
 from llmroute.testing import (
     FakeProviderServer,
     FakeScript,
@@ -206,7 +206,7 @@ async def _seed_tight_window(store: MemoryStore, limits: dict[str, Any], start: 
     rpm = int(limits["models"][_TIGHT_MODEL]["rpm"])
     bucket = Bucket(name=_TIGHT_MODEL, rpm=rpm)
     for free_at in _SEEDED_FREE_AT[:rpm]:
-        await store.acquire(bucket, 1, start - 60.0 + free_at)
+        await store.acquire([bucket], 1, start - 60.0 + free_at)
 
 
 @contextlib.contextmanager

@@ -5,12 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Attempt", "Chunk", "Completion", "ModelUsage", "Outcome", "ToolCall", "Usage"]
+__all__ = [
+    "Attempt",
+    "CandidateExplanation",
+    "Chunk",
+    "Completion",
+    "ExplainOutcome",
+    "Explanation",
+    "ModelUsage",
+    "Outcome",
+    "ToolCall",
+    "Usage",
+]
 
 Outcome = Literal[
     "ok",
     "skipped_paid",
     "skipped_unavailable",
+    "skipped_capability",
+    "skipped_context",
     "rate_limited_local",
     "rate_limited_remote",
     "keys_exhausted",
@@ -97,6 +110,8 @@ class Completion:
     raw: object = field(default=None, repr=False)
     #: the functions the model asked to call, in its order (`text` may then be "")
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: this request's cost by the model's `price`; None when the model has no price
+    cost: float | None = None
 
     def message(self) -> dict[str, object]:
         """This answer as the assistant message to append to the conversation."""
@@ -141,3 +156,67 @@ class ModelUsage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+ExplainOutcome = Literal[
+    "would_send",
+    "skipped_paid",
+    "skipped_unavailable",
+    "skipped_capability",
+    "skipped_context",
+    "rate_limited_local",
+    "keys_exhausted",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandidateExplanation:
+    """What a request sent now would meet at one candidate (`Router.explain`)."""
+
+    model: str
+    provider: str
+    outcome: ExplainOutcome
+    #: the key slot it would use (`{provider}#{i}`), never the secret
+    key: str | None = None
+    #: seconds the local limiter would make it wait (inf: it can never fit)
+    wait_s: float = 0.0
+    #: seconds until the soonest of its keys (or the model) stops cooling down
+    cooldown_s: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """The resolved chain of a target and, per candidate, what a request would meet."""
+
+    target: str
+    chain: tuple[str, ...]
+    candidates: tuple[CandidateExplanation, ...]
+
+    def __str__(self) -> str:
+        head = ("model", "provider", "outcome", "key", "wait", "cooldown", "reason")
+        rows = [head]
+        for c in self.candidates:
+            rows.append(
+                (
+                    c.model,
+                    c.provider,
+                    c.outcome,
+                    c.key or "-",
+                    _seconds(c.wait_s),
+                    _seconds(c.cooldown_s),
+                    c.reason or "",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+        lines = [f"{self.target}: {' > '.join(self.chain)}"]
+        for r in rows:
+            cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
+            lines.append("  ".join([*cells, r[-1]]).rstrip())
+        return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    if value == float("inf"):
+        return "never"
+    return f"{value:.1f}s" if value else "-"

@@ -526,11 +526,29 @@ class _LimitsBuilder(_Checker):
             ),
         )
         state_raw = self.mapping(top.get("state"), "state")
-        self.fields(state_raw, frozenset({"backend", "url"}), "state")
-        backend = self.choice(state_raw, "backend", "state", ("memory", "redis"), "memory")
+        self.fields(state_raw, frozenset({"backend", "url", "path", "prefix"}), "state")
+        backend = self.choice(
+            state_raw, "backend", "state", ("memory", "sqlite", "redis"), "memory"
+        )
         url = self.typed(state_raw, "url", "state", lambda v: isinstance(v, str), "a string", "")
         if backend == "redis" and not url:
             self.fail("state.url", "the redis backend needs a url (is REDIS_URL set?)")
+        state_path = self.typed(
+            state_raw,
+            "path",
+            "state",
+            lambda v: isinstance(v, str) and bool(v),
+            "a file path",
+            None,
+        )
+        prefix = self.typed(
+            state_raw,
+            "prefix",
+            "state",
+            lambda v: isinstance(v, str) and bool(v),
+            "a string",
+            "llmroute",
+        )
         models: dict[str, LimitSpec] = {}
         for model_id, body in self.mapping(top.get("models"), "models").items():
             path = f"models.{model_id}"
@@ -552,6 +570,8 @@ class _LimitsBuilder(_Checker):
             state=StateConfig(
                 backend=backend,  # type: ignore[arg-type]
                 url=Secret(url) if url else None,
+                path=state_path,
+                prefix=prefix,
             ),
             models=models,
         )

@@ -103,6 +103,9 @@ class ModelConfig:
     price: Price | None = None
     #: resolved chain entries (model ids), route names already expanded
     fallbacks: tuple[str, ...] = ()
+    #: what the model accepts beyond text (`tools`, `vision`, `json`); None: what its
+    #: provider type supports
+    capabilities: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,8 +141,12 @@ class Strategy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig:
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Literal["memory", "sqlite", "redis"] = "memory"
     url: Secret | None = None
+    #: the SQLite file; None: `{cache_dir}/llmroute.sqlite3`
+    path: str | None = None
+    #: the Redis key prefix, so routers that must not share state can share a server
+    prefix: str = "llmroute"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

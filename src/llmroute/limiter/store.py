@@ -1,30 +1,18 @@
-"""The state store behind limiter windows and cooldowns.
+"""The first state store interface (one bucket per acquire, absolute cooldowns).
 
-Admission is one atomic check-and-reserve (`acquire`), so a store shared by several
-processes (Redis, one Lua script per call) can give the same zero-overshoot guarantee as
-the in-process default. `MemoryStore` reads no clock of its own: the router passes
-monotonic `now`; a store shared across hosts says `uses_wall_clock` and gets Unix time.
+Superseded by `llmroute.stores` (multi-bucket atomic acquire, relative cooldowns, key
+state); it stays only until the request pipeline has moved over. `MemoryStore` here reads
+no clock of its own: the router passes monotonic `now`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from llmroute.limiter._window import Entry, SlidingWindow
+from llmroute.stores._window import Entry, SlidingWindow
+from llmroute.stores.base import Bucket
 
 __all__ = ["Bucket", "MemoryStore", "StateStore", "Ticket"]
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """What one set of windows is called and what it allows: a model, or one key of a model."""
-
-    name: str
-    rpm: int | None = None
-    tpm: int | None = None
-    rpd: int | None = None
-    tpd: int | None = None
 
 
 #: the handle of one admitted charge; opaque outside the store that made it
