@@ -288,6 +288,11 @@ def _count(tally: _Tally, attempts: Sequence[Attempt], served: str | None) -> No
     models = [a.model for a in attempts if a.outcome != "skipped_paid"]
     if len(set(models)) > 1:
         tally.fell_back += 1
+    _count_retries(tally, attempts)
+
+
+def _count_retries(tally: _Tally, attempts: Sequence[Attempt]) -> None:
+    """Same-model moves after a 429 (another key) or a 5xx (a retry), and the 429 kinds."""
     for before, after in itertools.pairwise(attempts):
         if before.outcome == "rate_limited_remote" and after.model == before.model:
             tally.rotated += 1
