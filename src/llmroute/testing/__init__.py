@@ -14,7 +14,8 @@ async with Router(models=..., http_client=client, clock=clock) as router:
 
 from __future__ import annotations
 
-from llmroute.testing._clock import FakeClock
+from llmroute.testing._clock import FakeClock, ScaledClock
+from llmroute.testing._quota import Quota, QuotaEnforcer
 from llmroute.testing._script import (
     Behaviour,
     Blocked,
@@ -43,9 +44,12 @@ __all__ = [
     "Garbage",
     "InvalidKey",
     "Predicate",
+    "Quota",
+    "QuotaEnforcer",
     "RateLimit",
     "RecordedRequest",
     "Reply",
+    "ScaledClock",
     "ServerError",
     "Status",
     "Stream",
