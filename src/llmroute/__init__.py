@@ -7,8 +7,9 @@ async with Router() as router:
     c = await router.complete("chat", "Summarise this ...")
 ```
 
-Every exception is importable from here as from `llmroute.errors`. The router and the
-result types are imported on first use, so `import llmroute` costs next to nothing.
+Every exception and result type is importable from here (as from `llmroute.errors` and
+`llmroute.trace`, both plain dataclass modules); the router and its HTTP stack load on first
+use, so `import llmroute` costs next to nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmroute import errors as _errors
+from llmroute import trace as _trace
 from llmroute.errors import (
     ConfigError,
     LLMRouteError,
@@ -33,9 +35,10 @@ if TYPE_CHECKING:
     from llmroute.router import Router
     from llmroute.trace import Attempt, Chunk, Completion, Explanation, ModelUsage, Usage
 
-_TRACE_NAMES = frozenset({"Attempt", "Chunk", "Completion", "Explanation", "ModelUsage", "Usage"})
-#: result types that may not exist in every build yet: looked up where they live
-_LATE_NAMES = {"ToolCall": ("trace",)}
+#: the result types; each is exported once trace.py defines it (trace.py is light)
+_TRACE_NAMES = frozenset(
+    {"Attempt", "Chunk", "Completion", "Explanation", "ModelUsage", "ToolCall", "Usage"}
+)
 
 __all__ = [
     "Attempt",
@@ -58,16 +61,7 @@ __all__ = [
     "__version__",
 ]
 __all__ += sorted(set(_errors.__all__) - set(__all__))
-
-
-def _late(name: str) -> Any:
-    import importlib
-
-    for module in _LATE_NAMES[name]:
-        found = getattr(importlib.import_module(f"llmroute.{module}"), name, None)
-        if found is not None:
-            return found
-    raise AttributeError(f"module 'llmroute' has no attribute {name!r}")
+__all__ += sorted(n for n in _TRACE_NAMES - set(__all__) if hasattr(_trace, n))
 
 
 def __getattr__(name: str) -> Any:
@@ -75,14 +69,10 @@ def __getattr__(name: str) -> Any:
         from llmroute.router import Router
 
         return Router
-    if name in _TRACE_NAMES:
-        from llmroute import trace
-
-        return getattr(trace, name)
+    if name in _TRACE_NAMES and hasattr(_trace, name):
+        return getattr(_trace, name)
     if name in _errors.__all__:
         return getattr(_errors, name)
-    if name in _LATE_NAMES:
-        return _late(name)
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -94,4 +84,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*__all__, *_LATE_NAMES})
+    return sorted(__all__)
