@@ -465,20 +465,26 @@ async def test_capability_skips_in_a_mixed_route(clock: FakeClock) -> None:
 async def test_conversation_with_tool_results_or_images_needs_the_capability(
     clock: FakeClock,
 ) -> None:
-    from llmroute._prepare import needs_of
+    from llmroute._request import build_request
 
-    assert needs_of([{"role": "user", "content": "hi"}], None, None, None) == frozenset()
-    assert needs_of([{"role": "tool", "content": "r", "tool_call_id": "1"}], None, None, None) == {
-        "tools"
-    }
-    assert needs_of(
-        [{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}], None, None, None
-    ) == {"tools"}
+    def needs_of(prompt: list[dict[str, object]], tool_choice: object = None) -> frozenset[str]:
+        kwargs = {"tool_choice": tool_choice} if tool_choice is not None else {}
+        if tool_choice is not None:
+            kwargs["tools"] = [{"type": "function", "function": {"name": "f"}}]
+        return build_request(prompt, None, None, None, None, {}, **kwargs).needs  # type: ignore[arg-type]
+
+    assert needs_of([{"role": "user", "content": "hi"}]) == frozenset()
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turn = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+    ]
+    assert needs_of([*turn, {"role": "tool", "content": "r", "tool_call_id": "1"}]) == {"tools"}
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
-    assert needs_of(
-        [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}], None, None, None
-    ) == {"vision"}
-    assert needs_of([{"role": "user", "content": "x"}], None, "auto", None) == {"tools"}
+    assert needs_of([{"role": "user", "content": [{"type": "text", "text": "x"}, image]}]) == {
+        "vision"
+    }
+    assert needs_of([{"role": "user", "content": "x"}], "auto") == {"tools"}
 
 
 async def test_context_window_skips_without_spending_an_attempt(clock: FakeClock) -> None:

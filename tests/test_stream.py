@@ -267,10 +267,10 @@ def sse_router(handler: Any, clock: FakeClock, tmp_path: Any) -> Router:
 
 
 SSE_CASES = [
-    # comments, keep-alives, CRLF, an undecodable event, multi-line data
+    # comments, keep-alives, CRLF, multi-line data (an undecodable event fails the stream:
+    # see test_malformed_event_fails_the_stream)
     b": OPENROUTER PROCESSING\r\n\r\n"
     b'data: {"choices":[{"delta":{"content":"Hel"}}]}\r\n\r\n'
-    b"data: not json at all\r\n\r\n"
     b": keep-alive\n\n"
     b'data: {"choices":[{"delta":\ndata: {"content":"lo"}}]}\n\n'
     b"event: ping\nid: 7\n\n"

@@ -18,6 +18,9 @@ import json
 import logging
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -544,17 +547,41 @@ async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.transport.abort()  # linger 0: an RST instead of a FIN
 
 
+async def _bad_status_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"NONSENSE sk-echoed-secret\r\n\r\n")
+    await writer.drain()
+
+
+async def _bad_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nbad header line\r\ncontent-length: 0\r\n\r\n")
+    await writer.drain()
+
+
 FAILURES = [
-    pytest.param(_close_mid_body, httpx.RemoteProtocolError, id="closed-mid-body"),
-    pytest.param(_close_mid_chunked, httpx.RemoteProtocolError, id="closed-mid-chunked-body"),
-    pytest.param(_close_without_answer, httpx.RemoteProtocolError, id="closed-without-answer"),
-    pytest.param(_reset, httpx.ReadError, id="reset"),
+    pytest.param(
+        _close_mid_body, httpx.RemoteProtocolError, "cut off before its end", id="closed-mid-body"
+    ),
+    pytest.param(
+        _close_mid_chunked,
+        httpx.RemoteProtocolError,
+        "cut off before its end",
+        id="closed-mid-chunked-body",
+    ),
+    pytest.param(
+        _close_without_answer,
+        httpx.RemoteProtocolError,
+        "closed the connection without answering",
+        id="closed-without-answer",
+    ),
+    pytest.param(_reset, httpx.ReadError, "connection reset by 127.0.0.1:", id="reset"),
 ]
 
 
-@pytest.mark.parametrize(("handler", "expected"), FAILURES)
+@pytest.mark.parametrize(("handler", "expected", "words"), FAILURES)
 async def test_broken_connections_raise_what_httpx_raises(
-    any_client: HttpClient, handler: Handler, expected: type[httpx.TransportError]
+    any_client: HttpClient, handler: Handler, expected: type[httpx.TransportError], words: str
 ) -> None:
     async with raw_server(handler) as url:
         with pytest.raises(httpx.TransportError) as caught:
@@ -563,7 +590,58 @@ async def test_broken_connections_raise_what_httpx_raises(
     failure = transport_failure(caught.value)
     assert (failure.kind, failure.reached) == ("transport_error", True)
     if isinstance(any_client, AiohttpClient):
-        assert isinstance(caught.value.__cause__, aiohttp.ClientError)
+        assert words in str(caught.value)
+        # aiohttp's own text stays out, and so does its exception
+        assert caught.value.__cause__ is None
+        assert caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("handler", "words"),
+    [
+        (_bad_status_line, "malformed answer from 127.0.0.1:"),
+        (_bad_header, "malformed answer from 127.0.0.1:"),
+    ],
+)
+async def test_a_malformed_answer_is_said_in_words_without_its_bytes(
+    handler: Handler, words: str, client: AiohttpClient
+) -> None:
+    async with raw_server(handler) as url:
+        for call in ("post", "stream"):
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
+                if call == "post":
+                    await client.post(url, content=b"{}", headers=JSON, timeout=5)
+                else:
+                    async with client.stream("POST", url, content=b"{}", headers=JSON):
+                        pass  # pragma: no cover
+            message = str(caught.value)
+            assert words in message
+            # never aiohttp's internal "400", nor the bytes the server sent
+            assert "400" not in message
+            assert "sk-echoed" not in message
+            assert "NONSENSE" not in message
+            assert caught.value.__cause__ is None
+
+
+async def test_refused_is_said_in_words_without_ssl_default(client: AiohttpClient) -> None:
+    port = closed_port()
+    with pytest.raises(httpx.ConnectError) as caught:
+        await client.post(f"http://127.0.0.1:{port}/v1/x", content=b"{}", headers=JSON)
+    assert str(caught.value) == f"connection refused by 127.0.0.1:{port}"
+
+
+async def test_the_url_path_and_user_part_never_appear_in_a_message(
+    client: AiohttpClient,
+) -> None:
+    async with raw_server(_close_without_answer) as url:
+        secret_url = url.replace("127.0.0.1", "user:pa55word-secret@127.0.0.1").replace(
+            "/v1/", "/tenant-token-0123456789/v1/"
+        )
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.post(secret_url, content=b"{}", headers=JSON)
+    assert "pa55word" not in str(caught.value)
+    assert "tenant-token" not in str(caught.value)
+    assert "127.0.0.1:" in str(caught.value)
 
 
 async def test_connection_refused_is_a_connect_error(any_client: HttpClient) -> None:
@@ -745,6 +823,98 @@ async def test_aclose_is_idempotent_and_closes_the_connections(
     await client.aclose()
     await client.aclose()
     await until(lambda: server.open_connections == 0)
+
+
+def test_two_loops_at_once_each_get_their_own_session(caplog: pytest.LogCaptureFixture) -> None:
+    client = AiohttpClient()
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+
+    with no_leak_reports(caplog), serve_in_thread() as server:
+        url = chat_url(server)
+
+        async def ask_twice() -> None:
+            for _ in range(2):
+                response = await client.post(url, content=chat_body(), headers=JSON)
+                results.append(response.status_code)
+                await asyncio.to_thread(barrier.wait, GUARD)  # both loops hold a session now
+            await client.aclose()
+
+        threads = [threading.Thread(target=asyncio.run, args=(ask_twice(),)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(GUARD)
+    assert results == [200] * 4
+    # each loop kept its connection for its second request
+    assert server.connections_total == 2
+
+
+async def test_a_cancelled_post_closes_its_connection_and_leaves_no_task(
+    server: FakeProviderServer, client: AiohttpClient
+) -> None:
+    server.script.script("m", Timeout(), Stream(chunks=("a", "b"), delay=5.0))
+    before = asyncio.all_tasks()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.post(chat_url(server), content=chat_body(), headers=JSON, timeout=30)
+    await until(lambda: server.open_connections == 0)
+    lines: list[str] = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            async with client.stream(
+                "POST", chat_url(server), content=chat_body(stream=True), headers=JSON, timeout=30
+            ) as response:
+                async for line in response.aiter_lines():
+                    lines.append(line)
+    assert lines  # the first event came before the cancellation
+    await until(lambda: server.open_connections == 0)
+    assert asyncio.all_tasks() == before
+    connector = client._get_session().connector
+    assert connector is not None
+    assert connector._conns == {}  # nothing pooled from a cancelled call
+
+
+_NEVER_CLOSED = """
+import asyncio, json, sys
+from llmroute._transport import AiohttpClient
+from llmroute.testing import serve_in_thread
+
+client = AiohttpClient()
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+HEADERS = {"content-type": "application/json"}
+
+with serve_in_thread() as server:
+    url = server.openai_base_url + "/chat/completions"
+
+    async def ask():
+        return (await client.post(url, content=BODY, headers=HEADERS)).status_code
+
+    if sys.argv[1] == "asyncio.run":
+        assert asyncio.run(ask()) == 200
+        assert asyncio.run(ask()) == 200
+    else:
+        runner = asyncio.Runner()  # never closed, as a sync wrapper's may be
+        assert runner.run(ask()) == 200
+        assert runner.run(ask()) == 200
+        RUNNER = runner
+print("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["asyncio.run", "runner"])
+def test_a_client_never_closed_prints_nothing_at_exit(how: str, tmp_path: Path) -> None:
+    script = tmp_path / "never_closed.py"
+    script.write_text(_NEVER_CLOSED)
+    flags = ["-W", "always::ResourceWarning"] if how == "asyncio.run" else []
+    done = subprocess.run(
+        [sys.executable, *flags, str(script), how],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
 
 
 # -- the HttpClient protocol -----------------------------------------------------------

@@ -7,9 +7,8 @@ async with Router() as router:
     c = await router.complete("chat", "Summarise this ...")
 ```
 
-Every exception and result type is importable from here (as from `llmroute.errors` and
-`llmroute.trace`, both plain dataclass modules); the router and its HTTP stack load on first
-use, so `import llmroute` costs next to nothing.
+Every exception is importable from here as from `llmroute.errors`. The router and the
+result types are imported on first use, so `import llmroute` costs next to nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmroute import errors as _errors
-from llmroute import trace as _trace
 from llmroute.errors import (
     ConfigError,
     LLMRouteError,
@@ -33,9 +31,16 @@ from llmroute.errors import (
 
 if TYPE_CHECKING:
     from llmroute.router import Router
-    from llmroute.trace import Attempt, Chunk, Completion, Explanation, ModelUsage, Usage
+    from llmroute.trace import (
+        Attempt,
+        Chunk,
+        Completion,
+        Explanation,
+        ModelUsage,
+        ToolCall,
+        Usage,
+    )
 
-#: the result types; each is exported once trace.py defines it (trace.py is light)
 _TRACE_NAMES = frozenset(
     {"Attempt", "Chunk", "Completion", "Explanation", "ModelUsage", "ToolCall", "Usage"}
 )
@@ -56,12 +61,12 @@ __all__ = [
     "Router",
     "RoutingError",
     "StreamInterruptedError",
+    "ToolCall",
     "UnknownTargetError",
     "Usage",
     "__version__",
 ]
 __all__ += sorted(set(_errors.__all__) - set(__all__))
-__all__ += sorted(n for n in _TRACE_NAMES - set(__all__) if hasattr(_trace, n))
 
 
 def __getattr__(name: str) -> Any:
@@ -69,8 +74,10 @@ def __getattr__(name: str) -> Any:
         from llmroute.router import Router
 
         return Router
-    if name in _TRACE_NAMES and hasattr(_trace, name):
-        return getattr(_trace, name)
+    if name in _TRACE_NAMES:
+        from llmroute import trace
+
+        return getattr(trace, name)
     if name in _errors.__all__:
         return getattr(_errors, name)
     if name == "__version__":

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from llmroute._request import build_request, estimate_prompt_tokens
+from llmroute._request import build_request
 from llmroute.providers.base import Message, ProviderRequest
 
-__all__ = ["checked_extra", "needs_of", "prepare"]
+__all__ = ["checked_extra", "prepare"]
 
 #: `extra_body` may never set these: the routing (and the paid gate) decide them
 _RESERVED_BODY: Final = frozenset({"model", "messages", "contents", "stream"})
@@ -33,16 +33,19 @@ def prepare(
     """The provider request, the capabilities it needs and its token estimate (the prompt
     plus `max_tokens`, else `completion_estimate`)."""
     extra = checked_extra(extra_body)
-    for name, value in (
-        ("tools", tools),
-        ("tool_choice", tool_choice),
-        ("response_format", response_format),
-    ):
-        if value is not None:
-            extra[name] = value
-    request = build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-    needs = needs_of(request.messages, tools, tool_choice, response_format)
-    tokens = estimate_prompt_tokens(request.messages) + (
+    request = build_request(
+        prompt,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        extra,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
+    )
+    needs: frozenset[str] = request.needs
+    tokens = request.prompt_estimate + (
         max_tokens if max_tokens is not None else completion_estimate
     )
     return request, needs, tokens
@@ -65,27 +68,3 @@ def checked_extra(extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
                 "(the routed model, the prompt, streaming, the provider's key)"
             )
     return dict(extra_body)
-
-
-def needs_of(
-    messages: Sequence[Mapping[str, Any]],
-    tools: object,
-    tool_choice: object,
-    response_format: object,
-) -> frozenset[str]:
-    """The capabilities beyond text a request needs: `tools` (tools offered, or tool calls
-    and results in the conversation), `vision` (image parts), `json` (a response format)."""
-    needs: set[str] = set()
-    if tools or tool_choice is not None:
-        needs.add("tools")
-    if response_format is not None:
-        needs.add("json")
-    for message in messages:
-        if message.get("role") == "tool" or message.get("tool_calls"):
-            needs.add("tools")
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(part, Mapping) and part.get("type") == "image_url" for part in content
-        ):
-            needs.add("vision")
-    return frozenset(needs)

@@ -45,6 +45,7 @@ def merge_events(a: StreamEvent, b: StreamEvent) -> StreamEvent:
         finish_reason=b.finish_reason or a.finish_reason,
         usage=b.usage or a.usage,
         served_model=b.served_model or a.served_model,
+        tool_calls=b.tool_calls or a.tool_calls,
     )
 
 
@@ -87,7 +88,7 @@ async def relay(
     try:
         event: StreamEvent | None = first
         while event is not None:
-            if event.finish_reason is not None or event.usage is not None:
+            if event.finish_reason is not None or event.usage is not None or event.tool_calls:
                 final = event if final is None else merge_events(final, event)
             if event.text:
                 delivered += len(event.text)
@@ -108,6 +109,7 @@ async def relay(
         usage=usage,
         model=cand.id,
         attempts=call.attempts,
+        tool_calls=list(final.tool_calls) if final else [],
     )
 
 

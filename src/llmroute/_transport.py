@@ -12,11 +12,17 @@ A user's own `httpx.AsyncClient` (`http_client=`, `httpx.MockTransport` in tests
 the same calls, so adapters serve both without knowing which they hold.
 
 Failures are raised as httpx exceptions (`httpx.ConnectError`, `httpx.ReadTimeout`, ...),
-mapped once here, so the adapters' single httpx -> AttemptFailed mapping covers both.
+mapped once here, so the adapters' single httpx -> AttemptFailed mapping covers both. Their
+message says what happened in words ("connection refused by 127.0.0.1:8080", "malformed
+answer: not an HTTP status line"); aiohttp's own text is left out, as it carries internal
+status numbers (a bad status line is its "400"), `ssl:default` for plain-http URLs, and
+raw bytes of the answer.
 
-The aiohttp session is made lazily inside the running event loop, and again if a later
-call runs in another loop (`asyncio.run` per call, as sync wrappers do); each session is
-closed when its loop shuts down, as its connections cannot be closed after. Not supported:
+Each event loop that calls the client gets its own aiohttp session, made lazily inside it
+(`asyncio.run` per call, as sync wrappers do; threads, each with its loop). A session is
+closed when its loop shuts down, as its connections cannot be closed after; one whose loop
+is still open at interpreter exit (an `asyncio.Runner` never closed) is closed then, so a
+client that is never closed prints nothing. Not supported:
 HTTP/2, cookies, redirects, proxies unless `trust_env=True` (which also makes aiohttp read
 `~/.netrc` in a thread on every request), and write timeouts.
 """
@@ -24,10 +30,14 @@ HTTP/2, cookies, redirects, proxies unless `trust_env=True` (which also makes ai
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import contextlib
+import errno
 import json
 import ssl
+import threading
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,12 +68,97 @@ _EXCEPTIONS: dict[type[BaseException], type[httpx.TransportError]] = {
 _MAPPED = (aiohttp.ClientError, TimeoutError)
 
 
-def _mapped(exc: BaseException) -> httpx.TransportError:
+def _mapped(exc: BaseException, url: str | None = None) -> httpx.TransportError:
+    """The httpx exception for an aiohttp one, with the cause said in words."""
     for cls in type(exc).__mro__:
         target = _EXCEPTIONS.get(cls)
         if target is not None:
-            return target(str(exc) or type(exc).__name__)
-    return httpx.TransportError(str(exc) or type(exc).__name__)  # pragma: no cover
+            return target(_describe(exc, url))
+    return httpx.TransportError(_describe(exc, url))  # pragma: no cover
+
+
+def _describe(exc: BaseException, url: str | None) -> str:
+    """What went wrong, in words; never aiohttp's text (see the module docstring)."""
+    where = _where(exc, url)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _connect_failure(exc, where)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connecting to {where} timed out"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return f"{where} sent nothing for the read timeout"
+    if isinstance(exc, TimeoutError):
+        return f"timed out waiting for a connection to {where}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer from {where} was cut off before its end"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"malformed answer from {where}: {_malformed(exc)}"
+    if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientConnectionResetError):
+        return _os_failure(exc, where)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return "invalid URL (only http:// and https:// are sent)"
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return f"connection to {where} failed"
+    return f"HTTP client error talking to {where} ({type(exc).__name__})"
+
+
+def _where(exc: BaseException, url: str | None) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{exc.host}:{exc.port}"
+    if url is None:
+        return "the server"
+    # Host and port only: a path or user part may carry a token.
+    with contextlib.suppress(ValueError):
+        parsed = httpx.URL(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return f"{parsed.host}:{port}"
+    return "the server"
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, where: str) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"could not resolve the host of {where}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"the TLS certificate of {where} is not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"the TLS handshake with {where} failed"
+    code = exc.os_error.errno
+    if code == errno.ECONNREFUSED:
+        return f"connection refused by {where}"
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{where} is unreachable"
+    reason = exc.os_error.strerror or type(exc.os_error).__name__
+    return f"could not connect to {where} ({reason.lower()})"
+
+
+def _os_failure(exc: BaseException, where: str) -> str:
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, ConnectionResetError) or code == errno.ECONNRESET:
+        return f"connection reset by {where}"
+    if code == errno.EPIPE:
+        return f"{where} closed the connection while the request was sent"
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return f"connection to {where} failed ({str(reason).lower()})"
+
+
+_MALFORMED = (
+    ("BadStatusLine", "not an HTTP status line"),
+    ("LineTooLong", "a line too long"),
+    ("InvalidHeader", "an invalid header"),
+    ("TransferEncodingError", "broken chunked encoding"),
+    ("ContentLengthError", "a body shorter than its Content-Length"),
+    ("ContentEncodingError", "a body that does not decode"),
+)
+
+
+def _malformed(exc: aiohttp.ClientResponseError) -> str:
+    cause = exc.__cause__
+    names = {cls.__name__ for cls in type(cause).__mro__} if cause is not None else set()
+    for name, words in _MALFORMED:
+        if name in names:
+            return words
+    return "not valid HTTP"
 
 
 class AiohttpResponse:
@@ -85,7 +180,7 @@ class AiohttpResponse:
         try:
             self.content = await self._response.read()
         except _MAPPED as exc:
-            raise _mapped(exc) from exc
+            raise _mapped(exc, str(self._response.url)) from None
         return self.content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
@@ -95,7 +190,7 @@ class AiohttpResponse:
             while chunk := await content.readany():
                 yield chunk
         except _MAPPED as exc:
-            raise _mapped(exc) from exc
+            raise _mapped(exc, str(self._response.url)) from None
 
     async def aiter_lines(self) -> AsyncIterator[str]:
         """Lines without their endings (`\\n`, `\\r\\n` or `\\r`), as `httpx` splits them.
@@ -129,11 +224,13 @@ class AiohttpResponse:
 class AiohttpClient:
     """`post()` and `stream()` like `httpx.AsyncClient`'s, sent through aiohttp's pool.
 
-    `max_connections` caps open connections (None: no cap); an idle one is kept for
-    `keepalive_expiry` seconds. `verify`: True checks certificates against the system
-    store (certifi's when the system has none), an `ssl.SSLContext` is used as given,
-    False checks nothing. `timeout` (seconds) applies to connecting, waiting for a pooled
-    connection and each read, as httpx's single-number timeout does.
+    `max_connections` caps open connections per event loop (None: no cap); an idle one is
+    kept for `keepalive_expiry` seconds. `verify`: True checks certificates against the
+    system store (certifi's when the system has none), an `ssl.SSLContext` is used as
+    given, False checks nothing. `timeout` (seconds) applies to connecting, waiting for a
+    pooled connection and each read, as httpx's single-number timeout does; a caller that
+    wants a wall-clock bound wraps the call in `asyncio.timeout`, and a cancelled call
+    closes its connection.
 
         client = AiohttpClient()
         response = await client.post(url, content=body, headers=headers, timeout=30)
@@ -152,33 +249,46 @@ class AiohttpClient:
         self._keepalive_expiry = keepalive_expiry
         self._verify = verify
         self._trust_env = trust_env
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncGenerator[None, None] | None = None
+        #: (loop, session) of the last call: one identity test on the common path
+        self._current: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (
+            None,
+            None,
+        )
+        #: every loop's open session and the generator that closes it with the loop
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"AiohttpClient(max_connections={self._max_connections or None})"
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        session = self._session
-        if session is not None and loop is self._loop:
+        current_loop, session = self._current
+        if current_loop is loop and session is not None:
             return session
-        # A session belongs to the loop that made it; one from a finished loop is unusable.
-        self._loop = loop
-        self._session = session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self._max_connections,
-                keepalive_timeout=self._keepalive_expiry,
-                ssl=_ssl_setting(self._verify),
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=self._trust_env,
-        )
-        self._closer = _closed_with_loop(session)
-        return session
+        return self._session_for(loop)
+
+    def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        with self._lock:
+            entry = self._sessions.get(loop)
+            if entry is None or entry.session.closed:
+                session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        limit=self._max_connections,
+                        keepalive_timeout=self._keepalive_expiry,
+                        ssl=_ssl_setting(self._verify),
+                    ),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    timeout=aiohttp.ClientTimeout(total=None),
+                    trust_env=self._trust_env,
+                )
+                entry = self._sessions[loop] = _LoopSession(session, self._sessions)
+            self._current = (loop, entry.session)
+            return entry.session
 
     def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
@@ -204,7 +314,7 @@ class AiohttpClient:
                 timeout=self._timeout(timeout),
             )
         except _MAPPED as exc:
-            raise _mapped(exc) from exc
+            raise _mapped(exc, url) from None
 
     async def post(
         self,
@@ -227,10 +337,13 @@ class AiohttpClient:
             )
             try:
                 body = await response.read()
-            finally:
-                response.release()
+            except BaseException:
+                # Cancelled or failed half way: the connection cannot be reused.
+                response.close()
+                raise
+            response.release()
         except _MAPPED as exc:
-            raise _mapped(exc) from exc
+            raise _mapped(exc, url) from None
         return AiohttpResponse(response, body)
 
     @asynccontextmanager
@@ -243,47 +356,95 @@ class AiohttpClient:
         headers: Mapping[str, str],
         timeout: float | None = None,
     ) -> AsyncIterator[AiohttpResponse]:
-        """Send a POST and yield the answer unread; leaving the block early drops the
-        connection (its unread remainder makes it unfit for reuse)."""
+        """Send a POST and yield the answer unread; leaving the block before the end of
+        the body (an exception, a cancellation, a `break`) closes the connection."""
         if method != "POST":
             raise ValueError(f"AiohttpClient.stream only sends POST, not {method}")
         response = await self._send(url, content, headers, timeout)
         try:
             yield AiohttpResponse(response, None)
         finally:
-            response.release()
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
 
     async def aclose(self) -> None:
-        """Close the pooled connections; safe to call twice."""
-        session, self._session = self._session, None
-        closer, self._closer = self._closer, None
-        if session is not None and not session.closed:
-            await session.close()
-        if closer is not None and self._loop is asyncio.get_running_loop():
-            await closer.aclose()
+        """Close the pooled connections; safe to call twice. A later call opens new ones.
+
+        Sessions of other event loops close when their loop shuts down (or at exit)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._sessions.pop(loop, None)
+            others = list(self._sessions.items())
+            self._current = (None, None)
+        if entry is not None:
+            await entry.close()
+        for other_loop, other in others:
+            if other_loop.is_closed() or other.session.closed:
+                self._sessions.pop(other_loop, None)
+            elif other_loop.is_running():
+                # A loop in another thread: its session is closed there.
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(other.close(), other_loop)
+
+    def _close_at_exit(self) -> None:
+        """Close sessions whose loop is still open but idle (a Runner never closed)."""
+        with self._lock:
+            entries = list(self._sessions.items())
+            self._sessions.clear()
+        for loop, entry in entries:
+            if entry.session.closed or loop.is_closed() or loop.is_running():
+                continue
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(entry.close())
 
 
-def _closed_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    """Arrange for `session` to be closed when the running event loop shuts down.
+class _LoopSession:
+    """A session and what closes it when its event loop shuts down.
 
     Its connections can only be closed inside that loop: once the loop is closed they stay
-    open until garbage collection, and aiohttp logs "Unclosed client session" at ERROR level
-    (one per `asyncio.run` call that used the client). `asyncio.run` and `asyncio.Runner`
-    close the loop's unfinished async generators just before closing the loop, which runs
-    the `finally` of the one returned here; keep a reference to it until then.
+    open until garbage collection, and aiohttp logs "Unclosed client session" at ERROR level.
+    `asyncio.run` and `asyncio.Runner` close the loop's unfinished async generators just
+    before closing the loop, which runs the `finally` of the one started here.
     """
 
-    async def close_at_shutdown() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            await session.close()
+    __slots__ = ("__weakref__", "_closer", "session")
 
-    closer = close_at_shutdown()
-    # One step up to its `yield`: the first step registers it with the running loop.
-    with contextlib.suppress(StopIteration):
-        closer.asend(None).send(None)
-    return closer
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession],
+    ) -> None:
+        self.session = session
+        loop = asyncio.get_running_loop()
+
+        async def close_at_shutdown() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                await session.close()
+                if registry.get(loop) is self:
+                    registry.pop(loop, None)
+
+        self._closer: AsyncGenerator[None, None] = close_at_shutdown()
+        # One step up to its `yield`: the first step registers it with the running loop.
+        with contextlib.suppress(StopIteration):
+            self._closer.asend(None).send(None)
+
+    async def close(self) -> None:
+        await self._closer.aclose()
+        if not self.session.closed:  # the generator had been closed already
+            await self.session.close()
+
+
+_LIVE: weakref.WeakSet[AiohttpClient] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_clients() -> None:
+    for client in list(_LIVE):
+        client._close_at_exit()
 
 
 def _ssl_setting(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:

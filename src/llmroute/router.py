@@ -383,6 +383,7 @@ class Router:
             attempts=call.attempts,
             raw=response.raw,
             cost=cost,
+            tool_calls=list(response.tool_calls),
         )
 
     def complete_sync(

@@ -14,6 +14,7 @@ __all__ = [
     "Explanation",
     "ModelUsage",
     "Outcome",
+    "ToolCall",
     "Usage",
 ]
 
@@ -61,6 +62,37 @@ class Attempt:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for.
+
+    `arguments` is the JSON text exactly as the model wrote it: models can write invalid JSON,
+    so parse it yourself and keep the original. Gemini issues no ids of its own on most
+    models; such calls get a generated one, which the next request may quote back as
+    `tool_call_id`.
+    """
+
+    id: str
+    name: str
+    arguments: str
+    #: Gemini's opaque `thoughtSignature` for this call, which must go back with it on the
+    #: next turn; None elsewhere. Carried so a history rebuilt from `to_dict()` keeps it.
+    thought_signature: str | None = field(default=None, repr=False, compare=False, kw_only=True)
+
+    def to_dict(self) -> dict[str, object]:
+        """The call as an entry of an assistant message's `tool_calls` (OpenAI shape)."""
+        call: dict[str, object] = {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+        if self.thought_signature is not None:
+            # Google's own OpenAI-compatible endpoint carries the signature in this field;
+            # llmroute strips it before any other provider sees the message.
+            call["extra_content"] = {"google": {"thought_signature": self.thought_signature}}
+        return call
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """The answer to `Router.complete`."""
@@ -68,6 +100,7 @@ class Completion:
     text: str
     model: str
     provider: str
+    #: normalised: `stop`, `length`, `tool_calls` or `content_filter`
     finish_reason: str | None
     usage: Usage
     #: the whole call, waits included
@@ -77,6 +110,20 @@ class Completion:
     raw: object = field(default=None, repr=False)
     #: this request's cost by the model's `price`; None when the model has no price
     cost: float | None = None
+    #: the functions the model asked to call, in its order (`text` may then be "")
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    def message(self) -> dict[str, object]:
+        """This answer as the assistant message to append to the conversation."""
+        return {
+            "role": "assistant",
+            "content": self.text if self.text or not self.tool_calls else None,
+            **(
+                {"tool_calls": [call.to_dict() for call in self.tool_calls]}
+                if self.tool_calls
+                else {}
+            ),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +135,8 @@ class Chunk:
     usage: Usage | None = None
     model: str | None = None
     attempts: list[Attempt] | None = None
+    #: on the last chunk: every tool call of the answer, assembled and complete
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,7 +50,6 @@ def test_round_trip(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (None, "missing"),
         ("", "empty"),
         ("  \n", "empty"),
         ("abc", "corrupt"),
@@ -76,6 +75,45 @@ def test_bad_contents_start_at_zero_with_one_warning(
     assert len(records) == 1
     assert why in records[0].getMessage()
     assert str(path) in records[0].getMessage()
+
+
+def test_missing_file_on_a_fresh_cache_starts_at_zero_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="llmroute.keys")
+    file = KeyIndexFile(tmp_path / "fresh", "groq")
+    assert file.load(3) == 0
+    assert file.current is None
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+    assert not (tmp_path / "fresh").exists()  # loading creates nothing
+
+
+STALE = [".groq.keyidx.abcd_123.tmp", ".groq.keyidx.zz99yy88.tmp"]
+#: not this index's temporary files: another provider's, or not mkstemp's shape
+KEPT = [".groq.keyidx.keyidx.ab12cd34.tmp", ".groqx.keyidx.abcd1234.tmp", "groq.keyidx.tmp"]
+
+
+def test_stale_temp_files_are_removed_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in STALE + KEPT:
+        (tmp_path / name).write_text("1")
+    (tmp_path / "groq.keyidx").write_text("2")
+    caplog.set_level(logging.INFO, logger="llmroute.keys")
+    assert KeyIndexFile(tmp_path, "groq").load(3) == 2
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*KEPT, "groq.keyidx", "groq.keyidx.lock"])
+    assert not warnings_of(caplog)
+    assert sum("mid-write" in r.getMessage() for r in caplog.records) == len(STALE)
+
+
+def test_stale_temp_files_are_removed_by_the_first_write(tmp_path: Path) -> None:
+    file = KeyIndexFile(tmp_path, "groq")
+    assert file.load(3) == 0
+    for name in STALE:
+        (tmp_path / name).write_text("1")  # a process killed after our load
+    file.save(1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groq.keyidx", "groq.keyidx.lock"]
 
 
 def test_valid_contents_with_newline_are_accepted(tmp_path: Path) -> None:
@@ -213,6 +251,75 @@ async def test_persister_with_unwritable_dir_terminates(
     assert file.memory_only
     assert file.current == 4
     assert len(warnings_of(caplog)) == 1
+
+
+def test_persister_marks_from_threads_and_flush_sync(tmp_path: Path) -> None:
+    file = CountingFile(tmp_path, "groq")
+    persister = KeyIndexPersister(file)
+
+    def mark_many(offset: int) -> None:
+        for i in range(500):
+            persister.mark((i + offset) % 5)
+
+    threads = [threading.Thread(target=mark_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    persister.mark(3)
+    persister.flush_sync()
+    assert file.read() == 3
+    assert file.writes[-1] == 3
+
+
+async def test_a_cancelled_flush_still_lands(tmp_path: Path) -> None:
+    file = CountingFile(tmp_path, "groq")
+    persister = KeyIndexPersister(file)
+    persister.mark(2)
+    flushing = asyncio.ensure_future(persister.flush())
+    await asyncio.sleep(0)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    await persister.flush()
+    assert file.read() == 2
+
+
+NEVER_FLUSHED = """
+import asyncio, sys
+from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
+
+persister = KeyIndexPersister(KeyIndexFile(sys.argv[1], "groq"))
+
+async def hand_out() -> None:
+    for i in range(1, 200):
+        persister.mark(i % 7)
+
+runner = asyncio.Runner()  # never closed, the loop never runs again: nothing may be lost
+runner.run(hand_out())
+if sys.argv[2] == "asyncio.run":
+    runner.close()
+    asyncio.run(hand_out())
+"""
+
+
+@pytest.mark.parametrize("how", ["runner", "asyncio.run"])
+def test_last_marked_index_is_on_disk_after_exit_without_flush(tmp_path: Path, how: str) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NEVER_FLUSHED, str(tmp_path), how],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert (tmp_path / "groq.keyidx").read_text() == str(199 % 7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groq.keyidx", "groq.keyidx.lock"]
 
 
 async def test_persister_flush_without_marks(tmp_path: Path) -> None:

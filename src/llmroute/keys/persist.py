@@ -4,9 +4,13 @@ The file holds one decimal integer and nothing else (never a key). Writers repla
 atomically (temporary file in the same directory, fsync, `os.replace`) while holding
 `fcntl.flock` on a sibling `.lock` file, so concurrent processes never see a partial file
 and read-modify-write cycles under `locked()` never lose an update. Readers need no lock.
+A process killed half way through a write leaves its temporary file behind; as only a
+lock holder writes one, any found under the lock is stale and is removed.
 
 `KeyIndexFile` does blocking I/O; `KeyIndexPersister` keeps it off the request path by
-writing behind, in a worker thread, coalescing bursts into one write.
+writing behind in one worker thread, coalescing bursts into one write. That thread does not
+depend on any event loop, and the interpreter waits for it at exit, so a router that is
+never closed still leaves the last index it handed out on disk.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["KeyIndexFile", "KeyIndexPersister"]
@@ -30,14 +36,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _INTEGER = re.compile(r"-?[0-9]+")
 # A valid file is a few digits; reading more than this only proves it corrupt.
 _MAX_READ = 64
+_TMP_SUFFIX = ".tmp"
+# tempfile.mkstemp puts this many characters (never a dot) between prefix and suffix.
+_TMP_RANDOM = 8
 
 
 class KeyIndexFile:
     """The `.keyidx` file of one provider. Blocking I/O; every method is synchronous.
 
-    `load(n_keys)` never fails: a missing, empty, corrupt or out-of-range file gives 0
-    and one WARNING. When the directory cannot be created or written, `save` warns once
-    and from then on keeps the index in memory only.
+    `load(n_keys)` never fails: a missing file (a fresh cache) gives 0 silently; an empty,
+    corrupt or out-of-range one gives 0 and one WARNING. When the directory cannot be
+    created or written, `save` warns once and from then on keeps the index in memory only.
 
         file = KeyIndexFile(".cache", "google_ai_studio")
         start = file.load(n_keys=3)
@@ -52,6 +61,7 @@ class KeyIndexFile:
         self._tmp_prefix = f".{stem}.keyidx."
         self._dir_ready = False
         self._memory_only = False
+        self._swept = False
         self._current: int | None = None
 
     def __repr__(self) -> str:
@@ -71,10 +81,15 @@ class KeyIndexFile:
         """The persisted next index for a provider with `n_keys` keys, or 0."""
         if n_keys < 1:
             return 0
+        if self._stale_files():
+            with self.locked():
+                pass  # taking the lock sweeps them
         try:
             text = self._read_text()
         except FileNotFoundError:
-            return self._start_at_zero("missing")
+            logger.debug("key index %s does not exist yet; starting at key 0", self.path)
+            self._current = None
+            return 0
         except OSError as exc:
             return self._start_at_zero(f"unreadable ({exc.strerror or type(exc).__name__})")
         value = _parse(text)
@@ -114,6 +129,9 @@ class KeyIndexFile:
                 os.close(fd)
                 fd = None
                 self._degrade(exc)
+        if fd is not None and not self._swept:
+            self._swept = True
+            self._remove_stale_files()
         try:
             yield
         finally:
@@ -129,6 +147,28 @@ class KeyIndexFile:
             except OSError as exc:
                 self._degrade(exc)
         self._current = index
+
+    def _stale_files(self) -> list[Path]:
+        """Temporary files of this index in the directory; under the lock, all are stale."""
+        prefix = self._tmp_prefix
+        try:
+            with os.scandir(self._dir) as entries:
+                names = [entry.name for entry in entries if entry.name.startswith(prefix)]
+        except OSError:
+            return []
+        return [
+            self._dir / name
+            for name in names
+            if name.endswith(_TMP_SUFFIX)
+            and len(name) == len(prefix) + _TMP_RANDOM + len(_TMP_SUFFIX)
+            and "." not in name[len(prefix) : -len(_TMP_SUFFIX)]
+        ]
+
+    def _remove_stale_files(self) -> None:
+        for path in self._stale_files():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.info("removed %s, left by a process that stopped mid-write", path)
 
     def _read_text(self) -> str:
         with open(self.path, "rb") as fh:
@@ -147,7 +187,7 @@ class KeyIndexFile:
             return None
 
     def _replace(self, index: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=self._tmp_prefix, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=self._tmp_prefix, suffix=_TMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(str(index).encode("ascii"))
@@ -178,49 +218,97 @@ class KeyIndexFile:
 class KeyIndexPersister:
     """Write-behind for a `KeyIndexFile`, so the request path never touches the disk.
 
-    `mark(i)` is O(1) and schedules a write in a worker thread if none is pending; at most
-    one write is in flight, and the last marked value always lands. `flush()` waits for it
-    (the router calls it from `aclose`).
+    `mark(i)` is O(1) and, if no write is pending, hands one to the shared writer thread;
+    at most one write per file is in flight, and the last marked value always lands, even
+    when no event loop ever runs again (the interpreter joins the writer thread at exit).
+    `flush()` waits for it (the router calls it from `aclose`); `flush_sync()` is the same
+    for code without an event loop.
     """
 
     def __init__(self, file: KeyIndexFile) -> None:
         self._file = file
         self._latest: int | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._pending: Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"KeyIndexPersister({self._file!r})"
 
     def mark(self, index: int) -> None:
-        """Remember `index` as the next key to use; persist it soon. Needs a running loop."""
-        self._latest = index
-        if self._task is None and self._pending():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        """Remember `index` as the next key to use; persist it soon, from any thread."""
+        with self._lock:
+            self._latest = index
+            if self._pending is not None or index == self._file.current:
+                return
+            self._pending = _submit(self._drain)
+            if self._pending is not None:
+                return
+        self._drain()  # the interpreter is shutting down: no thread takes new work
 
     async def flush(self) -> None:
         """Wait until the last marked index is written (or kept in memory, if unwritable)."""
-        while (task := self._task) is not None:
-            # Shielded: a cancelled flush must not abandon a write half way.
-            await asyncio.shield(task)
-        if self._pending():
-            await self._drain()
+        for _ in range(2):  # a second round retries a write that raised
+            future = self._schedule_if_needed()
+            if future is None:
+                return
+            # Shielded: a cancelled flush must not cancel a queued write.
+            await asyncio.shield(asyncio.wrap_future(future))
 
-    def _pending(self) -> bool:
-        return self._latest is not None and self._latest != self._file.current
+    def flush_sync(self) -> None:
+        """`flush` for code without an event loop."""
+        for _ in range(2):
+            future = self._schedule_if_needed()
+            if future is None:
+                return
+            future.result()
 
-    async def _drain(self) -> None:
-        try:
-            # No await between the last check and clearing _task below, so a mark() in
-            # between either sees the task still set (and the loop picks its value up) or
-            # starts a new one.
-            while (value := self._latest) is not None and value != self._file.current:
-                await asyncio.to_thread(self._file.save, value)
-        except Exception:
-            # A background write must never take the event loop down; flush() retries.
-            logger.warning("writing key index %s failed", self._file.path, exc_info=True)
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
+    def _schedule_if_needed(self) -> Future[None] | None:
+        with self._lock:
+            if self._pending is not None or self._latest in (None, self._file.current):
+                return self._pending
+            self._pending = _submit(self._drain)
+            if self._pending is not None:
+                return self._pending
+        self._drain()
+        return None
+
+    def _drain(self) -> None:
+        """In the writer thread: write until the file holds the latest marked value."""
+        while True:
+            with self._lock:
+                value = self._latest
+                if value is None or value == self._file.current:
+                    self._pending = None
+                    return
+            try:
+                self._file.save(value)
+            except Exception:
+                # A background write must never take the process down; flush() retries.
+                logger.warning("writing key index %s failed", self._file.path, exc_info=True)
+                with self._lock:
+                    self._pending = None
+                return
+
+
+#: (pid, executor): one writer thread per process, made again in a forked child
+_writer: tuple[int, ThreadPoolExecutor] | None = None
+_writer_lock = threading.Lock()
+
+
+def _submit(write: Callable[[], None]) -> Future[None] | None:
+    """Run `write` in the writer thread; None when the interpreter is shutting down."""
+    global _writer
+    writer = _writer
+    if writer is None or writer[0] != os.getpid():
+        with _writer_lock:
+            writer = _writer
+            if writer is None or writer[0] != os.getpid():
+                executor = ThreadPoolExecutor(1, thread_name_prefix="llmroute-keyidx")
+                writer = _writer = (os.getpid(), executor)
+    try:
+        return writer[1].submit(write)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        return None
 
 
 def _file_stem(provider: str) -> str:

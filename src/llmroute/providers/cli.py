@@ -47,6 +47,7 @@ from llmroute.providers.base import (
     ProviderRequest,
     ProviderResponse,
     StreamEvent,
+    message_text,
 )
 from llmroute.trace import Usage
 
@@ -90,14 +91,14 @@ def flatten_messages(messages: Sequence[Message]) -> str:
     'System: Hush\\n\\nUser: Hi'
     """
     if len(messages) == 1 and messages[0].get("role") == "user":
-        return messages[0].get("content", "")
+        return message_text(messages[0].get("content"))
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
     parts = []
     for message in (*system, *rest):
         role = message.get("role", "user")
         label = _ROLE_LABELS.get(role, role.capitalize())
-        parts.append(f"{label}: {message.get('content', '')}")
+        parts.append(f"{label}: {message_text(message.get('content'))}")
     return "\n\n".join(parts)
 
 
