@@ -68,8 +68,8 @@ def newcomer(tmp_path: Path, server: FakeProviderServer, monkeypatch: pytest.Mon
     """An empty project directory and the environment `llmroute fake-server` prints."""
     providers = read_yaml(shipped_root() / "config" / "models.yaml").data["providers"]
     for line in fake_env_lines(providers, server.base_url):
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
+        if not line.startswith("#"):
+            name, _, value = line.partition("=")
             monkeypatch.setenv(name, value)
     project = tmp_path / "project"
     project.mkdir()

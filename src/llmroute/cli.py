@@ -313,7 +313,7 @@ def _setup_commands(
         help="run the fake provider on 127.0.0.1 so your own code runs with no key",
         description=(
             "Serve fake OpenAI-compatible and Gemini APIs on 127.0.0.1 until Ctrl-C, and print "
-            "the environment lines (export GROQ_BASE_URL=... and fake keys) that point the "
+            "the environment lines (GROQ_BASE_URL=... and fake keys) that point the "
             "catalogue's providers at it. Prose goes to stderr, the lines to stdout."
         ),
     )
