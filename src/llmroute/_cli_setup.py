@@ -36,6 +36,10 @@ def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int
     except InitError as exc:
         out.error(f"llmroute init: {exc}")
         return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        out.error(f"llmroute init: cannot write{where}: {exc.strerror or exc}")
+        return 1
     for rel in written:
         out.print(f"wrote    {directory / rel}")
     out.print()
