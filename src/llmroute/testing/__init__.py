@@ -14,7 +14,8 @@ async with Router(models=..., http_client=client, clock=clock) as router:
 
 from __future__ import annotations
 
-from llmroute.testing._clock import FakeClock
+from llmroute.testing._clock import FakeClock, ScaledClock
+from llmroute.testing._quota import Quota, QuotaEnforcer
 from llmroute.testing._script import (
     Behaviour,
     Blocked,
@@ -41,9 +42,12 @@ __all__ = [
     "FakeTransport",
     "Garbage",
     "InvalidKey",
+    "Quota",
+    "QuotaEnforcer",
     "RateLimit",
     "RecordedRequest",
     "Reply",
+    "ScaledClock",
     "ServerError",
     "Status",
     "Stream",

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import time
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "ScaledClock"]
 
 # Consecutive idle loop turns before virtual time jumps. One suffices for pure asyncio
 # code; the rest give I/O that has already arrived (the fake server's answer on loopback,
@@ -138,3 +139,31 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now}, sleeping={self.sleeping})"
+
+
+class ScaledClock:
+    """The real clock running `scale` times faster: a minute of it passes in 60/scale real
+    seconds. Run a router on it against a fake provider with the same `time_scale`, and
+    minute windows take seconds while every wait stays real.
+    """
+
+    __slots__ = ("_origin", "_scale", "_wall")
+
+    def __init__(self, scale: float, *, wall: float | None = None) -> None:
+        if not scale > 0:
+            raise ValueError("scale must be positive")
+        self._scale = float(scale)
+        self._origin = time.monotonic()
+        self._wall = time.time() if wall is None else wall
+
+    def now(self) -> float:
+        return (time.monotonic() - self._origin) * self._scale
+
+    def time(self) -> float:
+        return self._wall + self.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self._scale)
+
+    def __repr__(self) -> str:
+        return f"ScaledClock({self._scale:g})"
