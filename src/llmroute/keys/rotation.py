@@ -165,8 +165,9 @@ class KeyPool:
         if n == 1:
             return
         new = (slot + 1) % n if self.strategy == "round_robin" else slot
-        # A shared store's fetch-and-advance already points past the start slot.
-        in_store = self.store.shared and self.strategy == "round_robin" and slot == self._index
+        # A shared store's fetch-and-advance already moved its index; writing it again here
+        # would undo other requests' advances (concurrent ones, or other processes').
+        in_store = self.store.shared and self.strategy == "round_robin"
         self._index = new
         await self._publish(new, in_store=in_store)
 

@@ -63,15 +63,7 @@ class Batcher:
     async def _flush(self, batch: list[_Call]) -> None:
         try:
             replies = await self._send(batch)
-            missing = [i for i, r in enumerate(replies) if _is_noscript(r)]
-            if missing:
-                # A restarted server forgets its scripts: load them, run those calls again
-                # (a NOSCRIPT reply means the script never ran).
-                for script in {batch[i][0].sha: batch[i][0] for i in missing}.values():
-                    await self._client.script_load(script.source)
-                again = await self._send([batch[i] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+            await self._rerun_unloaded(batch, replies)
         except BaseException as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -86,6 +78,18 @@ class Batcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _rerun_unloaded(self, batch: list[_Call], replies: list[Any]) -> None:
+        """A restarted server forgets its scripts: load them and run those calls again (a
+        NOSCRIPT reply means the script never ran)."""
+        missing = [i for i, r in enumerate(replies) if _is_noscript(r)]
+        if not missing:
+            return
+        for script in {batch[i][0].sha: batch[i][0] for i in missing}.values():
+            await self._client.script_load(script.source)
+        again = await self._send([batch[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
 
     async def _send(self, batch: list[_Call]) -> list[Any]:
         """One write of every command, then every reply, on one pooled connection;

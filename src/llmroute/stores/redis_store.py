@@ -366,11 +366,7 @@ def _describe(exc: BaseException) -> str:
     """What went wrong, in words (never a library's internal error numbers)."""
     from redis import exceptions as rx
 
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 8:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
+    chain = _chain(exc)
     texts = " ".join(str(e).lower() for e in chain)
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or (
         # redis-py words a refused connect as "Error 111 connecting to ..." (ECONNREFUSED)
@@ -389,3 +385,13 @@ def _describe(exc: BaseException) -> str:
     if any(isinstance(e, rx.ConnectionError | OSError) for e in chain):
         return "could not connect" if "connecting to" in texts else "connection lost"
     return "the server gave a malformed answer"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, nearest first."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
