@@ -145,6 +145,8 @@ class Walk:
         try:
             while True:
                 for cand in chain:
+                    if cand.pool is not None and not cand.pool.loaded:
+                        await cand.pool.load()  # a shared store's disabled keys, once
                     skipped = self.screen(cand, needs, tokens)
                     if skipped is not None:
                         self._skip(call, cand, skipped, single, passes)
@@ -412,7 +414,8 @@ class Walk:
         cooldowns: Callable[[Sequence[str], float], list[float]],
     ) -> tuple[int, Reservation | None, float] | None:
         # A provider with one key (or none): nothing to choose, only cooldown and room.
-        if cand.pool is not None and not cand.pool.usable:
+        pool = cand.pool
+        if pool is not None and not (pool.usable and pool.loaded):
             return None
         if cooldowns(cand.cooldown_names, self.store_now())[0] > 0.0:
             return None
@@ -429,7 +432,7 @@ class Walk:
         pool = cand.pool
         if pool is None:
             slots = _ONE_SLOT
-        elif pool.multi and self.store.shared:
+        elif self.store.shared:
             slots = await pool.order()
         else:
             slots = pool.order_now()

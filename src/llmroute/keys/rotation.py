@@ -104,6 +104,11 @@ class KeyPool:
         return len(self._disabled) < len(self.secrets)
 
     @property
+    def loaded(self) -> bool:
+        """True once what the store holds about these keys has been read."""
+        return self._loaded
+
+    @property
     def multi(self) -> bool:
         return len(self.secrets) > 1
 
@@ -126,10 +131,10 @@ class KeyPool:
     async def order(self) -> list[int]:
         """Enabled slots in the order to try them, starting where the rotation stands."""
         n = len(self.secrets)
-        if n == 1:
-            return [] if self._disabled else [0]
         if self.store.shared:
             await self.load()
+            if n == 1:
+                return [] if self._disabled else [0]
             if self.strategy == "round_robin":
                 # Fetch-and-advance: processes sharing the store spread over the keys.
                 self._index = await self.store.rotate_index(self.provider, n)
