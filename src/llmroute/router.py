@@ -25,7 +25,7 @@ from llmroute._admission import Admission
 from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain, key_status
 from llmroute._lifecycle import LoopGuard
-from llmroute._prepare import prepare
+from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
 from llmroute._redact import Redactor
 from llmroute._streaming import Opened, open_stream, relay
@@ -337,6 +337,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             call = self._new_call(target, deadline)
@@ -430,6 +432,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             call = self._new_call(target, deadline)
@@ -472,6 +476,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             return await explain_chain(self._walk, target, chain, needs, tokens)
