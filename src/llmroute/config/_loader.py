@@ -502,7 +502,16 @@ class _LimitsBuilder(_Checker):
         top = self.mapping(raw, "(top level)")
         self.fields(
             top,
-            frozenset({"defaults", "strategy", "completion_estimate", "state", "models"}),
+            frozenset(
+                {
+                    "defaults",
+                    "strategy",
+                    "completion_estimate",
+                    "state",
+                    "learn_from_headers",
+                    "models",
+                }
+            ),
             "(top level)",
         )
         strategy_raw = self.mapping(top.get("strategy"), "strategy")
@@ -573,6 +582,7 @@ class _LimitsBuilder(_Checker):
                 path=state_path,
                 prefix=prefix,
             ),
+            learn_from_headers=self.boolean(top, "learn_from_headers", "(top level)", True),
             models=models,
         )
 

@@ -155,6 +155,8 @@ class LimitsConfig:
     strategy: Strategy = field(default_factory=Strategy)
     completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE
     state: StateConfig = field(default_factory=StateConfig)
+    #: follow the providers' own rate-limit headers
+    learn_from_headers: bool = True
     models: Mapping[str, LimitSpec] = field(default_factory=dict)
 
     def for_model(self, model_id: str) -> LimitSpec:
