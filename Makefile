@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench bench-quick bench-quota bench-peers clean
+.PHONY: setup test lint demo bench bench-quick bench-quota bench-peers wheel-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/llmroute demo
+
+# the built wheel, installed in a fresh venv outside the repository (what CI runs)
+wheel-smoke: $(STAMP)
+	PYTHON=$(BIN)/python .ci/wheel-smoke.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -543,4 +543,7 @@ def _raise_direct(cand: Candidate, call: Call, skipped: Screened) -> None:
             call.attempts,
         )
     if outcome == "skipped_unavailable":
-        raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
+        raise ProviderUnavailableError(
+            f"{cand.id} is unavailable: {reason} (`llmroute check` says what to set)",
+            call.attempts,
+        )

@@ -21,7 +21,7 @@ answers before they reach an exception, a log line or a trace row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -63,14 +63,24 @@ class ConfigError(LLMRouteError):
 
 
 class UnknownTargetError(LLMRouteError, KeyError):
-    """The target is neither a model id nor a route name."""
+    """The target is neither a model id nor a route name.
 
-    def __init__(self, target: str) -> None:
+    `suggestions` holds the known targets closest to it (for "did you mean").
+    """
+
+    def __init__(self, target: str, known: Iterable[str] = ()) -> None:
+        from llmroute._hints import suggest
+
         self.target = target
+        self.suggestions: list[str] = suggest(target, known) if isinstance(target, str) else []
         super().__init__(target)
 
     def __str__(self) -> str:
-        return f"unknown target {self.target!r}: not a model id nor a route name"
+        text = f"unknown target {self.target!r}: not a model id nor a route name"
+        if self.suggestions:
+            listed = " or ".join(repr(s) for s in self.suggestions)
+            text += f" (did you mean {listed}?)"
+        return text
 
 
 class RequestError(LLMRouteError):

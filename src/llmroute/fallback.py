@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from llmroute._candidate import Candidate
+from llmroute._hints import nothing_set_up
 from llmroute._recorder import Call, summary
 from llmroute.errors import ProviderError, RateLimitedError, RoutingError
 from llmroute.trace import Outcome
@@ -63,11 +64,18 @@ def exhausted_error(
     if budget and not failures:
         message = f"{target!r} was not served: {budget} ({text})"
     elif not failures:
-        skips = "; ".join(f"{a.model}: {a.outcome} ({a.error})" for a in call.attempts)
-        message = f"no candidate for {target!r} can serve this request: {skips or text}"
+        message = _all_skipped(call, text)
     else:
         message = f"no candidate for {target!r} could serve the request ({text}){suffix}"
     return RoutingError(message, call.attempts, not_tried=not_tried)
+
+
+def _all_skipped(call: Call, text: str) -> str:
+    skips = "; ".join(f"{a.model}: {a.outcome} ({a.error})" for a in call.attempts)
+    # no key anywhere is what a newcomer meets first: say so and name the way out
+    hint = nothing_set_up(a.outcome for a in call.attempts)
+    reasons = f"{hint} ({skips})" if hint else skips or text
+    return f"no candidate for {call.target!r} can serve this request: {reasons}"
 
 
 def _budget_suffix(call: Call, chain: Sequence[Candidate]) -> tuple[tuple[str, ...], str]:

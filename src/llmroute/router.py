@@ -31,7 +31,15 @@ from llmroute._redact import Redactor
 from llmroute._streaming import Opened, open_stream, relay
 from llmroute._walk import Walk
 from llmroute.clock import Clock, SystemClock
-from llmroute.config import ConfigSource, RouterConfig, load_config, read_env
+from llmroute.config import (
+    DEFAULT_LIMITS,
+    DEFAULT_MODELS,
+    ConfigSource,
+    RouterConfig,
+    load_config,
+    read_env,
+    resolve_sources,
+)
 from llmroute.errors import UnknownTargetError
 from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool
@@ -48,15 +56,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Router"]
 
-_DEFAULT_MODELS: Final = "config/models.yaml"
-_DEFAULT_LIMITS: Final = "config/limits.yaml"
+# Defaults that fall back to the shipped catalogue when missing (config.resolve_sources).
+_DEFAULT_MODELS: Final = DEFAULT_MODELS
 
 
-class _Default(str):
-    """A default path that may be missing without complaint (only limits.yaml uses it)."""
-
-
-_DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
+_DEFAULT_LIMITS_PATH: Final = DEFAULT_LIMITS
 
 
 class Router:
@@ -97,8 +101,7 @@ class Router:
         clock: Clock | None = None,
     ) -> None:
         env = read_env(env_file)
-        if isinstance(limits, _Default) and not Path(limits).is_file():
-            limits = None
+        models, limits = resolve_sources(models, limits)
         self.config: RouterConfig = load_config(models, limits, env=env)
         self.use_paid_models = (
             use_paid_models if use_paid_models is not None else use_paid_models_from(env)
@@ -294,7 +297,7 @@ class Router:
     def _chain(self, target: str) -> tuple[Candidate, ...]:
         chain = self._chains.get(target)
         if chain is None:
-            raise UnknownTargetError(target)
+            raise UnknownTargetError(target, self._chains)
         return chain
 
     def unavailable(self) -> dict[str, str]:

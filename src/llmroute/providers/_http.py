@@ -1,7 +1,7 @@
 """HTTP pieces every HTTP adapter shares: status -> failure mapping, Retry-After, SSE.
 
 Failures are classified here and nowhere else: by HTTP status first, then by the body only
-to tell cases apart within a status (PROVIDERS.md 1.4, 8).
+to tell cases apart within a status (docs/providers.md 1.4, 8).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def failure_from_status(
 
 
 def _mentions_context(message: str) -> bool:
-    # Together answers a context overflow with 403 (PROVIDERS.md 3.3): not a bad key.
+    # Together answers a context overflow with 403 (docs/providers.md 3.3): not a bad key.
     lowered = message.lower()
     return "context" in lowered or "token" in lowered
 

@@ -5,7 +5,7 @@ model, the conversation flattened to one prompt on stdin, and `request.timeout` 
 clock (waiting for a concurrency slot included). The process machinery lives in
 `_subprocess`; this module only builds the invocation and reads the CLIs' output.
 
-How an attempt ends (PROVIDERS.md sections 6, 7 and 7.6):
+How an attempt ends (docs/providers.md sections 6, 7 and 7.6):
 
     Claude `is_error: true` (whatever `subtype` says), by `api_error_status`:
         429, or a usage-limit message          rate_limited_remote

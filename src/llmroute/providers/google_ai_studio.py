@@ -1,4 +1,4 @@
-"""Google AI Studio adapter: the native Gemini `generateContent` API (PROVIDERS.md 5).
+"""Google AI Studio adapter: the native Gemini `generateContent` API (docs/providers.md 5).
 
 The key travels only in the `x-goog-api-key` header. With `?key=` it would land in access
 logs, tracing spans and httpx's own exception and log text, all of which show full URLs.
@@ -212,7 +212,7 @@ class GoogleAIStudioProvider:
 def classify_error(
     status: int, body: object, headers: Mapping[str, str], *, wall_now: float
 ) -> AttemptFailed:
-    """Map a non-2xx Gemini answer to an `AttemptFailed` (PROVIDERS.md 5.5)."""
+    """Map a non-2xx Gemini answer to an `AttemptFailed` (docs/providers.md 5.5)."""
     if isinstance(body, list) and body:
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
@@ -434,7 +434,7 @@ def _usage(meta: object) -> Usage | None:
     if prompt is None and candidates is None and thoughts is None and total is None:
         return None
     prompt_tokens = prompt or 0
-    # Thinking tokens are billed as output (PROVIDERS.md 5.3).
+    # Thinking tokens are billed as output (docs/providers.md 5.3).
     completion_tokens = (candidates or 0) + (thoughts or 0)
     return Usage(
         prompt_tokens=prompt_tokens,

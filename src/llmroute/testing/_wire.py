@@ -2,7 +2,7 @@
 
 `render` turns one behaviour into a `Rendered` answer in the real wire format of the
 OpenAI-compatible providers (Groq, Together, OpenRouter) or of Gemini, following the fixtures
-of PROVIDERS.md section 9: bodies, SSE events, error envelopes, headers. This is the one
+of docs/providers.md section 9: bodies, SSE events, error envelopes, headers. This is the one
 place the fakes' wire format lives; `FakeScript` picks the behaviour and both fakes
 (`FakeTransport`, `FakeProviderServer`) only move the bytes. Nothing in this module does I/O
 or reads a clock.
@@ -320,7 +320,7 @@ def _openai_message(gen: _Generation) -> dict[str, object]:
 def _openai_events(
     gen: _Generation, model: str, include_usage: bool, response_id: str
 ) -> list[tuple[float, bytes]]:
-    """PROVIDERS.md 9.1: a role chunk, the content chunks, a finish chunk, `[DONE]`."""
+    """docs/providers.md 9.1: a role chunk, the content chunks, a finish chunk, `[DONE]`."""
     request_id = f"req_{response_id}"
 
     def chunk(delta: dict[str, object], finish: str | None, **more: object) -> bytes:
@@ -400,8 +400,8 @@ def _gemini_completion(gen: _Generation, model: str, response_id: str) -> dict[s
 
 
 def _gemini_events(gen: _Generation, model: str, response_id: str) -> list[tuple[float, bytes]]:
-    """One event per text chunk, then one per tool call (Gemini sends calls whole), running
-    usage, finishReason on the last."""
+    """docs/providers.md 9.4: one event per text chunk, then one per tool call (Gemini
+    sends calls whole), running usage, finishReason on the last."""
     items: list[tuple[str, tuple[ToolCall, ...]]] = [
         (text, ()) for text in gen.chunks if text or not gen.tool_calls
     ]
