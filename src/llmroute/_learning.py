@@ -142,10 +142,28 @@ class Learner:
                 return "the provider reported its window spent"
         for name in names:
             state = self._learnt.get(name)
-            if state is not None and state.limits:
-                told = ", ".join(f"{kind} {value}" for kind, value in sorted(state.limits.items()))
+            if state is None:
+                continue
+            configured = self._configured(cand, name)
+            tighter = {
+                kind: value
+                for kind, value in state.limits.items()
+                if tighten(getattr(configured, kind), value) == value
+                and getattr(configured, kind) != value
+            }
+            if tighter:
+                told = ", ".join(f"{kind} {value}" for kind, value in sorted(tighter.items()))
                 return f"the limits the provider reported ({told})"
         return "the configured limit"
+
+    @staticmethod
+    def _configured(cand: Candidate, name: str) -> Bucket:
+        """The configured limits of the bucket `name` of `cand` (none: a bare bucket)."""
+        for option in cand.bucket_options:
+            for bucket in option:
+                if bucket.name == name:
+                    return bucket
+        return Bucket(name)
 
     def _names(self, cand: Candidate, slot: int | None) -> list[str]:
         per_key = self._per_key(cand)
@@ -295,12 +313,11 @@ class Learner:
     def _apply(self, cand: Candidate, slot: int, name: str, per_key: bool) -> None:
         """Make admission enforce the configured limits tightened by the learnt ones."""
         learnt = self._learnt[name].limits
-        configured = Bucket(name)
-        if cand.bucket_options and cand.per_key:
-            configured = cand.bucket_options[slot][0]
-        elif cand.bucket_options and not per_key:
-            configured = cand.bucket_options[0][0]
-        else:
+        if self._store.shared:
+            # Other processes sharing the store may report this bucket's window spent.
+            self._admission.watch_closed(name)
+        configured = self._configured(cand, name)
+        if not (cand.bucket_options and (cand.per_key or not per_key)):
             self._ensure_options(cand, per_key)
         self._admission.tighten(
             Bucket(
