@@ -197,6 +197,11 @@ class Admission:
     def effective(self, bucket: Bucket) -> Bucket:
         return self._tightened.get(bucket.name, bucket) if self._tightened else bucket
 
+    def watch_closed(self, bucket: str) -> None:
+        """Check `bucket`'s closure on every admission: another process sharing the store
+        may close it (learnt limits)."""
+        self._closable.add(bucket)
+
     async def close(self, bucket: str, seconds: float) -> None:
         """Admit nothing to `bucket` for `seconds` (a window the provider reported spent)."""
         self._closable.add(bucket)

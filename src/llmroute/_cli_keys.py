@@ -20,6 +20,11 @@ async def run_keys(args: argparse.Namespace, cfg: _Config, out: _Out) -> int:
     router = cfg.router(out, args.verbose, cache_dir=args.cache_dir)
     async with router:
         status = await router.key_status()
+        learnt = await router.learnt_status()
+    if learnt:
+        out.print("Limits learnt from the providers (in the state store)")
+        for line in learnt:
+            out.print(line)
     raw = cfg.raw_providers()
     providers = router.config.models.providers
     pools = [

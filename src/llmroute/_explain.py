@@ -51,10 +51,11 @@ async def _explain_one(
         )
     wait = 0.0
     slot = free[0]
-    if cand.bucket_options:
-        options = [cand.bucket_options[s] for s in free] if cand.per_key else cand.bucket_options
+    all_options, per_key = walk.options(cand)
+    if all_options:
+        options = [all_options[s] for s in free] if per_key else all_options
         wait, best = await _soonest_option(walk, options, tokens, cand.id)
-        if cand.per_key:
+        if per_key:
             slot = free[best]
     key = cand.label(slot)
     fits = wait == 0.0 or (cand.on_limit == "sleep" and wait <= cand.max_wait)
@@ -65,7 +66,9 @@ async def _explain_one(
             outcome="would_send",
             key=key,
             wait_s=wait,
-            reason=f"after waiting {wait:.1f}s for the local limiter" if wait else None,
+            reason=f"after waiting {wait:.1f}s for {walk.wait_reason(cand, slot, wait)}"
+            if wait
+            else None,
         )
     return CandidateExplanation(
         model=cand.id,

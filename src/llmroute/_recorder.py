@@ -118,6 +118,7 @@ class Recorder:
         started: float,
         error: str | None = None,
         waited: float = 0.0,
+        wait_reason: str | None = None,
     ) -> None:
         """One attempt row; a failed send also counts as an error in the usage totals."""
         text = self.redact(error) if error else error
@@ -131,6 +132,7 @@ class Recorder:
                 waited_s=waited,
                 latency_ms=(self.mono() - started) * 1000.0,
                 error=text,
+                wait_reason=wait_reason,
             )
         )
         if logger.isEnabledFor(logging.DEBUG):
@@ -168,6 +170,7 @@ class Recorder:
         slot: int,
         started: float,
         waited: float,
+        wait_reason: str | None = None,
     ) -> None:
         call.attempts.append(
             Attempt(
@@ -178,6 +181,7 @@ class Recorder:
                 status=200 if cand.provider_config.uses_keys else None,
                 waited_s=waited,
                 latency_ms=(self.mono() - started) * 1000.0,
+                wait_reason=wait_reason,
             )
         )
         if logger.isEnabledFor(logging.DEBUG):

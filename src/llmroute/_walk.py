@@ -21,6 +21,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from llmroute._admission import Admission, Refusal, Reservation
 from llmroute._candidate import Candidate
+from llmroute._learning import Learner, Probe
 from llmroute._recorder import Call, Recorder
 from llmroute._request import for_attempt
 from llmroute._retry import (
@@ -39,7 +40,7 @@ from llmroute.clock import Clock
 from llmroute.errors import PaidModelBlockedError, ProviderUnavailableError, StoreError
 from llmroute.fallback import COOLING, Failed, exhausted_error
 from llmroute.providers.base import AttemptFailed, Provider, ProviderRequest
-from llmroute.stores.base import StateStore
+from llmroute.stores.base import Bucket, StateStore
 from llmroute.trace import Usage
 
 __all__ = ["Screened", "Served", "Walk"]
@@ -79,6 +80,7 @@ class Walk:
         store_now: Callable[[], float],
         use_paid_models: bool,
         rng: RandomSource,
+        learner: Learner | None = None,
     ) -> None:
         self.store = store
         self.admission = admission
@@ -90,6 +92,11 @@ class Walk:
         self.rng = rng
         #: wall-clock limits for attempts and stream gaps
         self.watchdog = Watchdog()
+        #: limits learnt from the providers' own reports (None: `learn_from_headers` off)
+        self.learner = learner
+        self.observe: Callable[[Candidate, int, object, Probe | None], Awaitable[None] | None] = (
+            learner.observe if learner is not None else _nothing_to_learn
+        )
         self._cooldowns_nowait: Callable[[Sequence[str], float], list[float]] | None = getattr(
             store, "cooldowns_nowait", None
         )
@@ -227,14 +234,29 @@ class Walk:
         if reservation is not None and not reservation.commit_now(usage.total_tokens):
             pending = reservation.commit(usage.total_tokens)
         recorder = self.recorder
-        recorder.ok(call, cand, served.slot, served.started, served.waited)
+        recorder.ok(
+            call,
+            cand,
+            served.slot,
+            served.started,
+            served.waited,
+            wait_reason=self.wait_reason(cand, served.slot, served.waited),
+        )
         cost = recorder.served(cand, usage)
         recorder.log_request(call, cand.id, usage)
         return usage, cost, pending
 
+    def wait_reason(self, cand: Candidate, slot: int | None, waited: float) -> str | None:
+        """Why a trace row's `waited_s` was waited (None when nothing was)."""
+        if not waited:
+            return None
+        if self.learner is not None:
+            return self.learner.wait_reason(cand, slot, waited)
+        return "the configured limit"
+
     # -- one candidate -----------------------------------------------------------------------
 
-    async def serve(
+    def serve(
         self,
         cand: Candidate,
         call: Call,
@@ -242,8 +264,42 @@ class Walk:
         tokens: int,
         timeout: float | None,
         send: Send[_T],
-    ) -> Served[_T] | Failed:
+    ) -> Awaitable[Served[_T] | Failed]:
         """Keys, admission and provider call for one candidate, retries included."""
+        learner = self.learner
+        if learner is None or learner.knows(cand):
+            return self._serve(cand, call, request, tokens, timeout, send, None)
+        return self._serve_cold(learner, cand, call, request, tokens, timeout, send)
+
+    async def _serve_cold(
+        self,
+        learner: Learner,
+        cand: Candidate,
+        call: Call,
+        request: ProviderRequest,
+        tokens: int,
+        timeout: float | None,
+        send: Send[_T],
+    ) -> Served[_T] | Failed:
+        """`serve` while the provider's windows are unknown: one request goes alone (the
+        probe) and the others wait for what its answer teaches."""
+        seconds = timeout if timeout is not None else cand.provider_config.timeout
+        probe = await learner.gate(cand, seconds)
+        try:
+            return await self._serve(cand, call, request, tokens, timeout, send, probe)
+        finally:
+            learner.release(probe)
+
+    async def _serve(
+        self,
+        cand: Candidate,
+        call: Call,
+        request: ProviderRequest,
+        tokens: int,
+        timeout: float | None,
+        send: Send[_T],
+        probe: Probe | None,
+    ) -> Served[_T] | Failed:
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
         retries_used = 0
         last: Failed | None = None
@@ -272,7 +328,9 @@ class Walk:
             seconds = min(attempt_timeout, call.deadline_at - now)
             wire = for_attempt(request, cand.wire_model, seconds)
             call.sent += 1
-            result = await self._send(cand, wire, cand.secrets[slot], reservation, send, seconds)
+            result = await self._send(
+                cand, wire, cand.secrets[slot], reservation, send, seconds, slot, probe
+            )
             if not isinstance(result, AttemptFailed):
                 return Served(result, slot, reservation, now, waited)
             last = await self._failed(cand, call, slot, result, now, waited)
@@ -322,22 +380,38 @@ class Walk:
         reservation: Reservation | None,
         send: Send[_T],
         seconds: float,
+        slot: int,
+        probe: Probe | None,
     ) -> _T | AttemptFailed:
-        """One request to the provider under a wall-clock timeout (headers and body)."""
+        """One request to the provider under a wall-clock timeout (headers and body); what
+        its answer says about the provider's windows goes to the learner."""
         watchdog = self.watchdog
         limit = watchdog.arm(seconds)
+        result: _T | AttemptFailed
         try:
-            return await send(cand.provider, wire, key)
+            result = await send(cand.provider, wire, key)
         except AttemptFailed as exc:
             if not exc.reached and reservation is not None:
                 await reservation.cancel()
-            return exc
+            result = exc
         except asyncio.CancelledError:
             if not limit.fired:
                 raise
             return AttemptFailed("timeout", f"no answer within {seconds:.3g}s")
         finally:
             watchdog.disarm(limit)
+        learning = self.observe(cand, slot, result, probe)
+        if learning is not None:
+            await learning
+        return result
+
+    def options(self, cand: Candidate) -> tuple[Sequence[Sequence[Bucket]], bool]:
+        """The bucket options `cand` is admitted against, and whether they are per key:
+        the configured ones, or those learnt from the provider."""
+        learner = self.learner
+        if learner is None:
+            return cand.bucket_options, cand.per_key
+        return learner.options(cand)
 
     async def _failed(
         self,
@@ -360,6 +434,7 @@ class Walk:
             started=started,
             error=message,
             waited=waited,
+            wait_reason=self.wait_reason(cand, slot, waited),
         )
         recorder.failed_send(cand)
         failed = Failed(exc.kind, exc.status, message)
@@ -399,13 +474,14 @@ class Walk:
         free = [s for s, seconds in zip(slots, left, strict=True) if seconds <= 0.0]
         if not free:
             return None
-        if not cand.bucket_options:
+        all_options, per_key = self.options(cand)
+        if not all_options:
             return free[0], None, 0.0
-        options = [cand.bucket_options[s] for s in free] if cand.per_key else cand.bucket_options
+        options = [all_options[s] for s in free] if per_key else all_options
         got = self.admission.try_now(options, tokens, cand.id)
         if not isinstance(got, Reservation):
             return None
-        return (free[got.option] if cand.per_key else free[0]), got, 0.0
+        return (free[got.option] if per_key else free[0]), got, 0.0
 
     def _pick_only_slot(
         self,
@@ -419,9 +495,10 @@ class Walk:
             return None
         if cooldowns(cand.cooldown_names, self.store_now())[0] > 0.0:
             return None
-        if not cand.bucket_options:
+        options = cand.bucket_options if self.learner is None else self.options(cand)[0]
+        if not options:
             return 0, None, 0.0
-        got = self.admission.try_now(cand.bucket_options, tokens, cand.id)
+        got = self.admission.try_now(options, tokens, cand.id)
         return (0, got, 0.0) if isinstance(got, Reservation) else None
 
     async def _pick(
@@ -453,9 +530,10 @@ class Walk:
                 retry_after=soonest,
                 max_wait=cand.max_wait if cand.on_limit == "sleep" else 0.0,
             )
-        if not cand.bucket_options:
+        options, per_key = self.options(cand)
+        if not options:
             return free[0], None, 0.0
-        got = await self._admit(cand, call, free, tokens)
+        got = await self._admit(cand, call, free, tokens, options, per_key)
         if isinstance(got, Refusal):
             waited = self.mono() - now
             message = "local limit reached" + (
@@ -464,16 +542,29 @@ class Walk:
                 else f"; room in {got.wait:.1f}s"
             )
             self.recorder.row(
-                call, cand, None, "rate_limited_local", started=now, error=message, waited=waited
+                call,
+                cand,
+                None,
+                "rate_limited_local",
+                started=now,
+                error=message,
+                waited=waited,
+                wait_reason=self.wait_reason(cand, None, waited),
             )
             return Failed("rate_limited_local", None, message, retry_after=got.wait)
-        slot = free[got.option] if cand.per_key else free[0]
+        slot = free[got.option] if per_key else free[0]
         return slot, got, got.waited
 
     async def _admit(
-        self, cand: Candidate, call: Call, free: list[int], tokens: int
+        self,
+        cand: Candidate,
+        call: Call,
+        free: list[int],
+        tokens: int,
+        all_options: Sequence[Sequence[Bucket]],
+        per_key: bool,
     ) -> Reservation | Refusal:
-        options = [cand.bucket_options[s] for s in free] if cand.per_key else cand.bucket_options
+        options = [all_options[s] for s in free] if per_key else all_options
         admission = self.admission
         got = admission.try_now(options, tokens, cand.id)
         if isinstance(got, Reservation):
@@ -488,6 +579,12 @@ class Walk:
             max_wait=cand.max_wait if sleeps else 0.0,
             until=call.deadline_at,
         )
+
+
+def _nothing_to_learn(
+    cand: Candidate, slot: int, result: object, probe: Probe | None
+) -> Awaitable[None] | None:
+    return None
 
 
 def _failure(exc: AttemptFailed) -> Failure:

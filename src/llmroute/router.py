@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from llmroute._admission import Admission
 from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain, key_status
+from llmroute._learning import Learner
 from llmroute._lifecycle import LoopGuard
 from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
@@ -155,9 +156,16 @@ class Router:
             store_now=store_now,
             use_paid_models=self.use_paid_models,
             rng=random.Random(),
+            learner=self._learner(),
         )
         self._runner: asyncio.Runner | None = None
         self._guard = LoopGuard(self._new_loop)
+
+    def _learner(self) -> Learner | None:
+        """What follows the providers' own rate-limit reports (`learn_from_headers`)."""
+        if not self.config.limits.learn_from_headers:
+            return None
+        return Learner(store=self._store, admission=self._admission, wall=self._clock.time)
 
     def _default_store(self, cache_dir: str | os.PathLike[str]) -> StateStore:
         """The store `limits.yaml`'s `state:` names (memory, SQLite or Redis)."""
@@ -299,6 +307,15 @@ class Router:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
         (`{"model slot": seconds left}`); never a secret."""
         return await key_status(self._walk, self._pools, self._candidates.values())
+
+    async def learnt_status(self) -> list[str]:
+        """What the store holds of the providers' own reports (limits learnt per bucket,
+        windows closed until their reset), as lines for `llmroute keys`."""
+        from llmroute._learning import learnt_lines
+
+        store = self._store
+        now = self._clock.time() if store.uses_wall_clock else self._mono()
+        return learnt_lines(await store.snapshot(now))
 
     def usage(self) -> dict[str, ModelUsage]:
         """Per model: requests sent, tokens, errors and cost since the router was built."""

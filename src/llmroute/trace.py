@@ -60,6 +60,9 @@ class Attempt:
     latency_ms: float = 0.0
     #: what went wrong, secrets removed
     error: str | None = None
+    #: why `waited_s` was waited: the configured limit, a limit learnt from the provider,
+    #: or a window the provider reported spent; None when nothing was waited
+    wait_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import email.utils
 import logging
 import math
 from collections.abc import Mapping
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from llmroute.stores.base import LimitKind
 
@@ -40,6 +40,7 @@ __all__ = [
     "Span",
     "Unit",
     "Window",
+    "gemini_quota_report",
     "learned_limits",
     "parse_duration",
     "parse_gemini_quota",
@@ -309,13 +310,14 @@ def parse_duration(raw: str) -> float | None:
     if not text:
         return None
     if text[-1] == "s" and text[-2:-1].isdigit():
-        # the common one-piece `7.66s`
-        try:
-            value = float(text[:-1])
-        except ValueError:
-            pass
-        else:
+        value = _number(text[:-1])  # the common one-piece `7.66s`
+        if value is not None:
             return value if 0.0 <= value < math.inf else None
+    return _go_pieces(text)
+
+
+def _go_pieces(text: str) -> float | None:
+    """The sum of a Go duration's `<number><unit>` pieces; a bare number alone is seconds."""
     total = 0.0
     i, n = 0, len(text)
     while i < n:
@@ -357,6 +359,13 @@ def parse_gemini_quota(
     details = error.get("details") if isinstance(error, dict) else None
     if not isinstance(details, list):
         return None
+    return gemini_quota_report(details, retry_delay, day_reset)
+
+
+def gemini_quota_report(
+    details: list[Any], retry_delay: float | None, day_reset: float | None
+) -> RateLimitInfo | None:
+    """`parse_gemini_quota` for the error's `details` list itself."""
     windows: list[Window] = []
     for detail in details:
         if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith(

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from llmroute.limiter.learn import RateLimitInfo, RawHeaders
 from llmroute.trace import ToolCall, Usage
 
 __all__ = [
@@ -87,6 +88,8 @@ class ProviderResponse:
     raw: object = field(default=None, repr=False)
     #: the calls the model asked for, in its order
     tool_calls: Sequence[ToolCall] = ()
+    #: what the answer said about the provider's rate-limit windows (limiter.learn)
+    ratelimit: RawHeaders | RateLimitInfo | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +102,8 @@ class StreamEvent:
     served_model: str | None = None
     #: on the closing event only: every tool call of the answer, assembled
     tool_calls: Sequence[ToolCall] = ()
+    #: on the first event only: the provider's rate-limit report (limiter.learn)
+    ratelimit: RawHeaders | RateLimitInfo | None = field(default=None, repr=False)
 
 
 class AttemptFailed(Exception):
@@ -107,7 +112,8 @@ class AttemptFailed(Exception):
     `kind` is the trace outcome. `retry_after` is the provider's hint in seconds (Retry-After,
     Gemini RetryInfo); `quota_reset_at` a Unix time when a daily quota resets; `key_invalid`
     says the key was refused (401/403, Gemini API_KEY_INVALID) and should be disabled;
-    `reached` is False when nothing got to the provider (connection refused).
+    `reached` is False when nothing got to the provider (connection refused); `ratelimit`
+    is what the answer said about the provider's rate-limit windows (limiter.learn).
     The message must already be free of secrets.
     """
 
@@ -122,6 +128,7 @@ class AttemptFailed(Exception):
         key_invalid: bool = False,
         retryable: bool | None = None,
         reached: bool = True,
+        ratelimit: RawHeaders | RateLimitInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.kind: FailureKind = kind
@@ -133,6 +140,7 @@ class AttemptFailed(Exception):
         #: False when the request never got to the provider (connection refused): the
         #: limiter then gives the charge back
         self.reached = reached
+        self.ratelimit = ratelimit
         # Transport errors, timeouts and 5xx are worth another try on the same candidate.
         self.retryable = (
             retryable

@@ -34,6 +34,7 @@ import httpx
 
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
+from llmroute.limiter.learn import gemini_quota_report
 from llmroute.providers._gemini_wire import MAX_STOP_SEQUENCES, CallMemory, build_body, parse_parts
 from llmroute.providers._http import (
     MAX_RETRY_AFTER,
@@ -252,6 +253,9 @@ def _rate_limited(
         status=429,
         retry_after=retry_after,
         quota_reset_at=reset_at,
+        ratelimit=gemini_quota_report(
+            details, retry_after, reset_at - wall_now if reset_at is not None else None
+        ),
     )
 
 

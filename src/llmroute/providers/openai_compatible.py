@@ -10,6 +10,7 @@ import httpx
 
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
+from llmroute.limiter.learn import read_headers
 from llmroute.providers._http import (
     HttpClient,
     error_message,
@@ -118,20 +119,24 @@ class OpenAICompatibleProvider:
         content = response.content
         status = response.status_code
         if status != 200:
-            raise failure_from_status(
+            failure = failure_from_status(
                 status,
                 parse_json_body(content),
                 response.headers,
                 wall_now=self._clock.time(),
                 raw_text=content[:300].decode("utf-8", "replace"),
             )
+            failure.ratelimit = read_headers(response.headers)
+            raise failure
         data = parse_json_body(content)
         if not isinstance(data, dict):
             raise AttemptFailed("server_error", "answer is not a JSON object", status=status)
         if "error" in data:
             # OpenRouter reports errors found during generation with HTTP 200.
             raise _in_band_failure(data)
-        return parse_answer(data, status)
+        answer = parse_answer(data, status)
+        answer.ratelimit = read_headers(response.headers)
+        return answer
 
     async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
         client = self._get_client()
@@ -144,23 +149,31 @@ class OpenAICompatibleProvider:
                 headers=self._headers(key),
                 timeout=request.timeout,
             ) as response:
+                report = read_headers(response.headers)
                 if response.status_code != 200:
                     content = await response.aread()
-                    raise failure_from_status(
+                    failure = failure_from_status(
                         response.status_code,
                         parse_json_body(content),
                         response.headers,
                         wall_now=self._clock.time(),
                         raw_text=content[:300].decode("utf-8", "replace"),
                     )
+                    failure.ratelimit = report
+                    raise failure
                 async for data in iter_sse_data(response):
                     if data == "[DONE]":
                         state.done = True
                         break
                     piece = state.feed(data)
                     if piece:
-                        yield StreamEvent(text=piece)
-        yield state.close()
+                        # the first event carries the answer's rate-limit report
+                        yield StreamEvent(text=piece, ratelimit=report)
+                        report = None
+        closing = state.close()
+        if report is not None:
+            closing.ratelimit = report
+        yield closing
 
     async def aclose(self) -> None:
         return None

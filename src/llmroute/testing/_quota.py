@@ -67,7 +67,7 @@ class Quota:
     `per_key=True` gives each API key its own windows for the model (Gemini: one project
     per key); False shares them between all keys (Groq: one organisation). `request_headers`
     says which request window the `x-ratelimit-*-requests` headers describe: `"minute"` (as
-    OpenAI does) or `"day"` (as Groq does).
+    OpenAI does) or `"day"` (as Groq does); `headers=False` sends none at all.
     """
 
     rpm: int | None = None
@@ -76,6 +76,8 @@ class Quota:
     tpd: int | None = None
     per_key: bool = True
     request_headers: Literal["minute", "day"] = "minute"
+    #: False: the answers carry no rate-limit headers (a provider that reports nothing)
+    headers: bool = True
 
 
 class _Windows:
@@ -212,7 +214,7 @@ class QuotaEnforcer:
         used = _answer_tokens(rendered)
         if used is not None:
             windows.settle(entry, used)
-        if wire != "openai":
+        if wire != "openai" or not quota.headers:
             return rendered
         sent_at = now + (rendered.latency + latency) * self._scale
         return _with_headers(rendered, _rate_headers(quota, windows, sent_at))
@@ -311,7 +313,9 @@ def _too_many(
                 "code": "rate_limit_exceeded",
             }
         }
-        headers = {"content-type": _JSON, **_rate_headers(quota, windows, now)}
+        headers = {"content-type": _JSON}
+        if quota.headers:
+            headers.update(_rate_headers(quota, windows, now))
         if wait < math.inf:
             headers["retry-after"] = str(max(1, math.ceil(wait)))
         return Rendered(status=429, headers=headers, body=_dumps(body))

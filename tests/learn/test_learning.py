@@ -1,0 +1,218 @@
+"""Learning in the router: cold start, state in the store (shared across processes), and
+where what is learnt shows (trace, explain, `llmroute keys`)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmroute import Router
+from llmroute._learning import learnt_lines
+from llmroute.stores import MemoryStore, SQLiteStore
+from llmroute.testing import (
+    FakeClock,
+    FakeScript,
+    FakeTransport,
+    Quota,
+    QuotaEnforcer,
+    Reply,
+    Timeout,
+)
+
+MODEL = "m"
+TARGET = "groq/m"
+MODELS: dict[str, Any] = {
+    "providers": {
+        "groq": {"type": "openai_compatible", "base_url": "http://fake.test/v1", "api_key": "k"}
+    },
+    "models": {TARGET: {"provider": "groq", "model": MODEL}},
+}
+
+
+def limits(entry: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    return {
+        "strategy": {"on_limit": "sleep", "max_wait_seconds": 3600, "max_attempts": 20},
+        "models": {TARGET: entry} if entry else {},
+        **top,
+    }
+
+
+async def burst(
+    tmp_path: Path,
+    quota: Quota,
+    limits_config: dict[str, Any],
+    n: int,
+    *,
+    store: Any = None,
+    clock: FakeClock | None = None,
+) -> tuple[QuotaEnforcer, list[Any], FakeClock]:
+    clock = clock or FakeClock()
+    enforcer = QuotaEnforcer({MODEL: quota}, clock=clock)
+    script = FakeScript(record=False)
+    script.set_default(None, Reply(latency=0.5))
+    async with (
+        httpx.AsyncClient(transport=FakeTransport(script, clock=clock, quota=enforcer)) as http,
+        Router(
+            MODELS,
+            limits_config,
+            env_file=None,
+            cache_dir=tmp_path,
+            http_client=http,
+            clock=clock,
+            store=store,
+        ) as router,
+    ):
+        done = await asyncio.gather(*(router.complete(TARGET, f"r{i}") for i in range(n)))
+    return enforcer, list(done), clock
+
+
+async def test_a_burst_of_40_waits_for_the_first_answer_instead_of_drawing_429s(
+    tmp_path: Path,
+) -> None:
+    quota = Quota(rpm=30, per_key=False)
+    learnt, done, clock = await burst(tmp_path, quota, limits(), 40)
+    assert learnt.refused == 0
+    # the probe alone at t=0, 29 more once its headers said 30 a minute, the rest at t=60
+    assert clock.now() == pytest.approx(61.0)
+    waits = [c.attempts[-1] for c in done if c.attempts[-1].waited_s > 0]
+    assert len(waits) == 10
+    assert {a.wait_reason for a in waits} == {"the provider reported its window spent"}
+    blind, _, _ = await burst(tmp_path, quota, limits(learn_from_headers=False), 40)
+    assert blind.refused == 10
+
+
+async def test_a_provider_without_headers_costs_one_round_trip_once(tmp_path: Path) -> None:
+    quota = Quota(rpm=100, per_key=False, headers=False)
+    store = MemoryStore()
+    enforcer, _, clock = await burst(tmp_path, quota, limits(), 20, store=store)
+    assert enforcer.refused == 0
+    assert clock.now() == pytest.approx(1.0)  # the probe, then everyone else at once
+    assert (await store.snapshot(0.0))["learned"] == {}
+
+
+async def test_what_is_learnt_lives_in_the_store_and_shows_in_keys(tmp_path: Path) -> None:
+    store = MemoryStore()
+    quota = Quota(rpm=3, tpm=5000, per_key=False)
+    await burst(tmp_path, quota, limits(), 4, store=store)
+    assert await store.learned_limits(TARGET) == {"rpm": 3, "tpm": 5000}
+    lines = learnt_lines(await store.snapshot(0.0))
+    assert "    learnt      groq/m: rpm 3, tpm 5000" in lines
+
+
+async def test_a_configured_limit_is_never_loosened_by_what_is_learnt(tmp_path: Path) -> None:
+    enforcer, done, clock = await burst(
+        tmp_path, Quota(rpm=30, per_key=False), limits({"rpm": 2}), 4
+    )
+    assert enforcer.refused == 0
+    assert clock.now() == pytest.approx(61.0)  # the probe, 1 more, then 2 a minute later
+    reasons = {a.wait_reason for c in done for a in c.attempts if a.waited_s}
+    assert reasons == {"the configured limit"}
+
+
+async def test_explain_says_what_the_provider_reported(tmp_path: Path) -> None:
+    clock = FakeClock()
+    enforcer = QuotaEnforcer({MODEL: Quota(rpm=2, per_key=False)}, clock=clock)
+    script = FakeScript(record=False)
+    async with (
+        httpx.AsyncClient(transport=FakeTransport(script, clock=clock, quota=enforcer)) as http,
+        Router(
+            MODELS, limits(), env_file=None, cache_dir=tmp_path, http_client=http, clock=clock
+        ) as router,
+    ):
+        await router.complete(TARGET, "one")
+        await router.complete(TARGET, "two")
+        explained = await router.explain(TARGET, "three")
+    row = explained.candidates[0]
+    assert row.outcome == "would_send"
+    assert row.wait_s == pytest.approx(60.0)
+    assert row.reason is not None and "the provider reported its window spent" in row.reason
+    assert enforcer.admitted == 2  # explain sent nothing
+
+
+async def test_the_probe_wait_is_bounded_by_the_request_timeout(tmp_path: Path) -> None:
+    # The first request never gets an answer: the others wait for it at most their own
+    # timeout, then go ahead.
+    clock = FakeClock()
+    script = FakeScript()
+    script.script(MODEL, Timeout())
+    async with (
+        httpx.AsyncClient(transport=FakeTransport(script, clock=clock)) as http,
+        Router(
+            MODELS,
+            limits(),
+            env_file=None,
+            cache_dir=tmp_path,
+            http_client=http,
+            clock=clock,
+        ) as router,
+    ):
+        results = await asyncio.gather(
+            *(router.complete(TARGET, f"r{i}", timeout=30) for i in range(3)),
+            return_exceptions=True,
+        )
+    assert sum(not isinstance(r, BaseException) for r in results) >= 2
+
+
+PROCESS_A = textwrap.dedent(
+    """
+    import asyncio, sys
+    import httpx
+    from llmroute import Router
+    from llmroute.stores import SQLiteStore
+    from llmroute.testing import FakeScript, FakeTransport, Quota, QuotaEnforcer
+
+    MODELS = {
+        "providers": {"groq": {"type": "openai_compatible",
+                               "base_url": "http://fake.test/v1", "api_key": "k"}},
+        "models": {"groq/m": {"provider": "groq", "model": "m"}},
+    }
+
+    async def main(path, cache):
+        quota = QuotaEnforcer({"m": Quota(rpm=2, per_key=False)})
+        transport = FakeTransport(FakeScript(), quota=quota)
+        async with httpx.AsyncClient(transport=transport) as http, Router(
+            MODELS, {}, env_file=None, cache_dir=cache, http_client=http,
+            store=SQLiteStore(path),
+        ) as router:
+            await router.complete("groq/m", "hello")
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_learnt_windows_are_shared_through_sqlite_between_processes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", PROCESS_A, str(path), str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # This process's provider sends no headers: only the store can tell it the window.
+    store = SQLiteStore(path)
+    try:
+        assert await store.learned_limits(TARGET) == {"rpm": 2}
+        enforcer, _, clock = await burst(
+            tmp_path, Quota(rpm=2, per_key=False, headers=False), limits(), 4, store=store
+        )
+    finally:
+        await store.aclose()
+    assert enforcer.refused == 0
+    assert clock.now() >= 60.0  # 2 now, 2 a minute later: the shared window held
+    # ... where a fresh store (nothing learnt) lets the burst overrun
+    blind, _, _ = await burst(
+        tmp_path, Quota(rpm=2, per_key=False, headers=False), limits(), 4, store=MemoryStore()
+    )
+    assert blind.refused > 0
