@@ -43,7 +43,7 @@ from llmroute.config import (
 )
 from llmroute.errors import UnknownTargetError
 from llmroute.gate import use_paid_models_from
-from llmroute.keys.rotation import KeyPool
+from llmroute.keys.rotation import KeyPool, key_pool
 from llmroute.providers import build_provider
 from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
 from llmroute.stores import StateStore
@@ -182,29 +182,14 @@ class Router:
         return sorted(found)
 
     def _build_providers(self) -> None:
-        """Build adapters and key pools."""
+        """Build adapters and key pools (each pool's index mirrored in its `.keyidx`)."""
         for pconf in self.config.models.providers.values():
             self._providers[pconf.name] = self._new_provider(pconf.name)
-            if not pconf.keys:
-                continue
-            start = 0
-            on_move: Callable[[int], None] | None = None
-            if len(pconf.keys) > 1:
-                from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
-
-                file = KeyIndexFile(self._cache_dir, pconf.name)
-                start = file.load(len(pconf.keys))
-                persister = KeyIndexPersister(file)
-                self._persisters.append(persister)
-                on_move = persister.mark
-            self._pools[pconf.name] = KeyPool(
-                pconf.name,
-                [s.reveal() for s in pconf.keys],
-                self._store,
-                strategy=pconf.rotation,
-                start=start,
-                on_move=on_move,
-            )
+            if pconf.keys:
+                pool, persister = key_pool(pconf, self._store, self._cache_dir)
+                self._pools[pconf.name] = pool
+                if persister is not None:
+                    self._persisters.append(persister)
 
     def _new_provider(self, name: str) -> Provider:
         pconf = self.config.models.providers[name]

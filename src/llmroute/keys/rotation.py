@@ -16,14 +16,45 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmroute.stores.base import StateStore
 
-__all__ = ["KeyPool", "fingerprint"]
+if TYPE_CHECKING:
+    from llmroute.config import ProviderConfig
+    from llmroute.keys.persist import KeyIndexPersister
+
+__all__ = ["KeyPool", "fingerprint", "key_pool"]
 
 logger = logging.getLogger("llmroute.keys.rotation")
+
+
+def key_pool(
+    config: ProviderConfig, store: StateStore, cache_dir: str | os.PathLike[str]
+) -> tuple[KeyPool, KeyIndexPersister | None]:
+    """The pool of a provider with keys; with more than one key, its index starts where
+    `{cache_dir}/{provider}.keyidx` says and is written back behind every request."""
+    start = 0
+    persister = None
+    on_move: Callable[[int], None] | None = None
+    if len(config.keys) > 1:
+        from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
+
+        file = KeyIndexFile(cache_dir, config.name)
+        start = file.load(len(config.keys))
+        persister = KeyIndexPersister(file)
+        on_move = persister.mark
+    pool = KeyPool(
+        config.name,
+        [s.reveal() for s in config.keys],
+        store,
+        strategy=config.rotation,
+        start=start,
+        on_move=on_move,
+    )
+    return pool, persister
 
 
 def fingerprint(secret: str) -> str:
