@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmroute._registry import provider_kind
 from llmroute.config._env import VAR
 
 __all__ = ["fake_env_lines", "run_fake_server", "run_init"]
 
-#: the wire each provider type speaks, and so the fake server's base URL it needs
-_OPENAI_TYPES = frozenset({"openai_compatible"})
-_GEMINI_TYPES = frozenset({"google_ai_studio"})
+#: the fake server's base path for each wire (a provider type registers the wire it speaks)
+_WIRE_PATHS = {"openai": "/v1", "gemini": "/v1beta"}
 
 
 class _Printer(Protocol):
@@ -50,13 +50,11 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
     lines: list[str] = []
     keys: list[str] = []
     for name, raw in providers.items():
-        kind = raw.get("type")
-        if kind in _OPENAI_TYPES:
-            url = f"{base_url}/v1"
-        elif kind in _GEMINI_TYPES:
-            url = f"{base_url}/v1beta"
-        else:
+        kind = provider_kind(str(raw.get("type")))
+        path = _WIRE_PATHS.get(kind.wire or "") if kind is not None else None
+        if path is None:
             continue  # CLI agents run a local program, which no fake replaces
+        url = base_url + path
         match = VAR.fullmatch(str(raw.get("base_url", "")))
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")
