@@ -11,11 +11,9 @@ from typing import Any, Protocol
 
 from llmroute._registry import provider_kind
 from llmroute.config._env import VAR
+from llmroute.testing._wires import fake_wire
 
 __all__ = ["fake_env_lines", "run_fake_server", "run_init"]
-
-#: the fake server's base path for each wire (a provider type registers the wire it speaks)
-_WIRE_PATHS = {"openai": "/v1", "gemini": "/v1beta"}
 
 
 class _Printer(Protocol):
@@ -50,11 +48,12 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
     lines: list[str] = []
     keys: list[str] = []
     for name, raw in providers.items():
+        # the wire the provider type speaks, and where the fake serves it
         kind = provider_kind(str(raw.get("type")))
-        path = _WIRE_PATHS.get(kind.wire or "") if kind is not None else None
-        if path is None:
+        wire = fake_wire(kind.wire) if kind is not None and kind.wire else None
+        if wire is None:
             continue  # CLI agents run a local program, which no fake replaces
-        url = base_url + path
+        url = base_url + wire.base_path
         match = VAR.fullmatch(str(raw.get("base_url", "")))
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")

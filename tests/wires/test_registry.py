@@ -13,12 +13,21 @@ import httpx
 import pytest
 
 from llmroute import Router
+from llmroute._cli_setup import fake_env_lines
 from llmroute._registry import provider_kind, provider_type_names
 from llmroute.config import load_config
 from llmroute.errors import ConfigError
 from llmroute.providers import ProviderKind, register_provider
 from llmroute.providers.base import ProviderRequest, ProviderResponse, StreamEvent
-from llmroute.testing import FakeClock
+from llmroute.testing import (
+    FakeClock,
+    FakeProviderServer,
+    FakeWire,
+    Reply,
+    RequestFacts,
+    register_wire,
+)
+from llmroute.testing._wire import Rendered
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "llmroute"
 
@@ -161,3 +170,93 @@ def test_shared_code_names_no_provider_and_sniffs_no_host() -> None:
                 line = text.count("\n", 0, match.start()) + 1
                 offenders.append(f"{relative}:{line}: {match.group(0)}")
     assert offenders == []
+
+
+# -- a provider that speaks a wire of its own, and the fake that learns it -------------------
+
+
+class TinyProvider:
+    """`POST {base_url}/ask` with `{"model", "prompt"}`; the answer is `{"answer": text}`."""
+
+    unavailable_reason = None
+
+    def __init__(self, config: Any, *, get_client: Any, clock: Any) -> None:
+        self.name = config.name
+        self._url = f"{config.base_url}/ask"
+        self._get_client = get_client
+        self._keys = config.keys
+
+    async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
+        body = {"model": request.model, "prompt": request.messages[-1]["content"]}
+        response = await self._get_client().post(
+            self._url,
+            content=json.dumps(body).encode(),
+            headers={"content-type": "application/json", "x-tiny-key": key or ""},
+            timeout=request.timeout,
+        )
+        return ProviderResponse(
+            text=json.loads(response.content)["answer"], finish_reason="stop", usage=None
+        )
+
+    def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _tiny_read(path: str, query: str, headers: Any, body: object) -> RequestFacts | None:
+    if not path.endswith("/tiny/ask"):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return RequestFacts(key=headers.get("x-tiny-key"), model=model, stream=False)
+
+
+def _tiny_render(behaviour: Any, **facts: Any) -> Rendered:
+    text = behaviour.text if isinstance(behaviour, Reply) and behaviour.text else "tiny"
+    body = json.dumps({"answer": text}).encode()
+    return Rendered(status=200, headers={"content-type": "application/json"}, body=body)
+
+
+TINY_WIRE = FakeWire(
+    name="tiny",
+    base_path="/tiny",
+    read=_tiny_read,
+    messages=lambda body: [{"role": "user", "content": body.get("prompt")}],  # type: ignore[union-attr]
+    tools=lambda body: [],
+    prompt_text=lambda body: str(body.get("prompt", "")),
+    problem=lambda body: None,
+    render=_tiny_render,
+)
+TINY = ProviderKind(
+    name="tiny_test",
+    factory=TinyProvider,
+    transport="http",
+    default_base_url="https://tiny.invalid",
+    wire="tiny",
+)
+
+
+async def test_a_new_wire_is_served_by_the_fake_once_registered(tmp_path: Path) -> None:
+    register_provider(TINY)
+    register_wire(TINY_WIRE)
+    raw = {"type": "tiny_test", "base_url": "${TINY_URL}", "api_key": "${TINY_KEY}"}
+    assert fake_env_lines({"tiny": raw}, "http://127.0.0.1:9") == [
+        "export TINY_URL=http://127.0.0.1:9/tiny",
+        "export TINY_KEY=fake-tiny-key",
+    ]
+    async with FakeProviderServer() as server:
+        server.script.when(
+            lambda r: r.last_message["content"] == "ping", Reply(text="pong"), times=1
+        )
+        models = {
+            "providers": {
+                "tiny": {"type": "tiny_test", "base_url": server.url_for("tiny"), "api_key": "t"}
+            },
+            "models": {"tiny/one": {"provider": "tiny", "model": "one"}},
+        }
+        async with Router(models, {}, env_file=None, cache_dir=tmp_path) as router:
+            assert (await router.complete("tiny/one", "ping")).text == "pong"
+            assert (await router.complete("tiny/one", "again")).text == "fake answer from one"
+    seen = server.script.requests
+    assert [(r.wire, r.model, r.key) for r in seen] == [("tiny", "one", "t")] * 2
