@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._admission import Admission
 from llmroute._candidate import Candidate
-from llmroute._explain import explain_chain
+from llmroute._explain import explain_chain, key_status
 from llmroute._lifecycle import LoopGuard
 from llmroute._prepare import prepare
 from llmroute._recorder import Call, Recorder
@@ -44,7 +44,7 @@ from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool
 from llmroute.providers import build_provider
 from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
-from llmroute.stores import MemoryStore, StateStore
+from llmroute.stores import StateStore
 from llmroute.trace import Chunk, Completion, Explanation, ModelUsage
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class Router:
         self._mono: Callable[[], float] = (
             time.monotonic if type(self._clock) is SystemClock else self._clock.now
         )
-        self._store: StateStore = store if store is not None else self._default_store()
+        self._store: StateStore = store if store is not None else self._default_store(cache_dir)
         self._own_store = store is None
         store_now = self._clock.time if self._store.uses_wall_clock else self._mono
         self._http_client = http_client
@@ -158,18 +158,11 @@ class Router:
         self._runner: asyncio.Runner | None = None
         self._guard = LoopGuard(self._new_loop)
 
-    def _default_store(self) -> StateStore:
-        state = self.config.limits.state
-        if state.backend == "redis":
-            from llmroute.errors import ConfigError
+    def _default_store(self, cache_dir: str | os.PathLike[str]) -> StateStore:
+        """The store `limits.yaml`'s `state:` names (memory, SQLite or Redis)."""
+        from llmroute.stores.factory import build_store
 
-            raise ConfigError(
-                [
-                    "limits: state.backend: the redis backend is not available in this "
-                    "version; use {backend: memory} or pass store="
-                ]
-            )
-        return MemoryStore()
+        return build_store(self.config.limits.state, cache_dir)
 
     def _secrets(self) -> list[str]:
         """Every secret the config knows, for the one redactor."""
@@ -304,25 +297,7 @@ class Router:
     async def key_status(self) -> dict[str, dict[str, Any]]:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
         (`{"model slot": seconds left}`); never a secret."""
-        out: dict[str, dict[str, Any]] = {}
-        for name, pool in self._pools.items():
-            cooling: dict[str, float] = {}
-            for cand in self._candidates.values():
-                if cand.pool is not pool:
-                    continue
-                left = await self._walk.cooldowns(cand, range(len(pool)))
-                for slot, seconds in enumerate(left):
-                    if seconds > 0:
-                        cooling[f"{cand.id} {pool.labels[slot]}"] = seconds
-            out[name] = {
-                "keys": len(pool),
-                "index": pool.index,
-                "strategy": pool.strategy,
-                "labels": list(pool.labels),
-                "disabled": [pool.labels[i] for i in sorted(pool.disabled)],
-                "cooling": cooling,
-            }
-        return out
+        return await key_status(self._walk, self._pools, self._candidates.values())
 
     def usage(self) -> dict[str, ModelUsage]:
         """Per model: requests sent, tokens, errors and cost since the router was built."""
@@ -368,9 +343,11 @@ class Router:
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
             response = served.result
-            usage, cost = await self._walk.finish(
+            usage, cost, pending = self._walk.finish(
                 cand, call, served, response.usage, request, tokens
             )
+            if pending is not None:
+                await pending
         finally:
             self._guard.leave()
         return Completion(

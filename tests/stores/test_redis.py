@@ -86,16 +86,17 @@ async def test_a_stopped_server_is_a_store_error_and_a_restarted_one_serves(
     try:
         assert isinstance(await store.acquire(b, 1, 0.0), Charge)
         own_server.stop()
-        for call in (
-            store.acquire(b, 1, 0.0),
-            store.cooldowns(["x"], 0.0),
-            store.set_cooldown("x", 1.0, 0.0),
-            store.rotate_index("p", 2),
-            store.disabled_keys("p"),
-            store.snapshot(0.0),
-        ):
+        calls = (
+            lambda: store.acquire(b, 1, 0.0),
+            lambda: store.cooldowns(["x"], 0.0),
+            lambda: store.set_cooldown("x", 1.0, 0.0),
+            lambda: store.rotate_index("p", 2),
+            lambda: store.disabled_keys("p"),
+            lambda: store.snapshot(0.0),
+        )
+        for call in calls:
             with pytest.raises(StoreError, match="connection refused"):
-                await call
+                await call()
         own_server.start()
         # No persistence: the restarted server is empty, and serves at once.
         assert isinstance(await store.acquire(b, 1, 0.0), Charge)
