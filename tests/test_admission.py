@@ -208,3 +208,17 @@ async def test_a_waiter_in_the_middle_of_the_line_leaves_at_its_own_limit(
     assert list(ended) == ["head", "third", "second"]
     assert ended["head"] == pytest.approx(60.0, abs=0.01)
     assert ended["second"] == pytest.approx(120.0, abs=0.01)
+
+
+async def test_the_fast_path_knows_learnt_limits_and_closed_buckets(clock: FakeClock) -> None:
+    adm = admission(clock)
+    loose = Bucket(name="m", rpm=10)
+    for _ in range(2):
+        assert isinstance(adm.try_now([[loose]], 1, "m"), Reservation)
+    adm.tighten(Bucket(name="m", rpm=2))
+    assert adm.try_now([[loose]], 1, "m") == pytest.approx(60.0)
+    other = Bucket(name="n", rpm=10)
+    await adm.close("n", 30.0)
+    assert adm.try_now([[other]], 1, "n") == pytest.approx(30.0)
+    clock.advance(30.0)
+    assert isinstance(adm.try_now([[other]], 1, "n"), Reservation)

@@ -43,6 +43,8 @@ class Candidate:
         "provider",
         "provider_config",
         "provider_name",
+        "rotates",
+        "secrets",
         "wire_model",
     )
 
@@ -64,6 +66,10 @@ class Candidate:
         self.wire_model = model.model
         self.paid = model.paid
         self.pool = pool
+        #: the key each slot sends (None for a provider without keys)
+        self.secrets: tuple[str | None, ...] = pool.secrets if pool is not None else (None,)
+        #: more than one key: every request moves the rotation
+        self.rotates = pool is not None and pool.multi
         self.on_limit = limits.on_limit or strategy_on_limit
         self.max_wait = (
             limits.max_wait_seconds if limits.max_wait_seconds is not None else strategy_max_wait

@@ -36,6 +36,10 @@ def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int
     except InitError as exc:
         out.error(f"llmroute init: {exc}")
         return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        out.error(f"llmroute init: cannot write{where}: {exc.strerror or exc}")
+        return 1
     for rel in written:
         out.print(f"wrote    {directory / rel}")
     out.print()
@@ -45,8 +49,9 @@ def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int
 
 
 def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) -> list[str]:
-    """`export NAME=value` lines pointing `providers` (as written, before interpolation) at a
-    fake server on `base_url`, with a fake value for every key variable."""
+    """`NAME=value` lines pointing `providers` (as written, before interpolation) at a fake
+    server on `base_url`, with a fake value for every key variable. The same lines serve as
+    a `.env` file and, after `set -a`, as shell assignments."""
     lines: list[str] = []
     keys: list[str] = []
     for name, raw in providers.items():
@@ -61,12 +66,12 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")
         else:
-            lines.append(f"export {match.group(1)}={url}")
+            lines.append(f"{match.group(1)}={url}")
         listed = raw.get("api_keys")
         values: list[Any] = listed if isinstance(listed, list) else [raw.get("api_key")]
         for value in values:
             keys += [m.group(1) for m in VAR.finditer(str(value or ""))]
-    lines += [f"export {var}=fake-{var.lower().replace('_', '-')}" for var in dict.fromkeys(keys)]
+    lines += [f"{var}=fake-{var.lower().replace('_', '-')}" for var in dict.fromkeys(keys)]
     return lines
 
 
@@ -94,7 +99,10 @@ async def _serve(port: int, providers: Mapping[str, Mapping[str, Any]], out: _Pr
             f"llmroute fake-server: a fake provider is listening on {server.base_url} "
             "(Ctrl-C stops it). It answers every model with a short fake text."
         )
-        out.error("In another terminal, run these lines (or add them to .env), then your code:")
+        out.error(
+            "Give your code these variables: save the lines below as .env where it runs "
+            "(Router() reads it), or export them."
+        )
         for line in fake_env_lines(providers, server.base_url):
             out.print(line)
         sys.stdout.flush()

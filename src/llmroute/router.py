@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._admission import Admission
 from llmroute._candidate import Candidate
-from llmroute._explain import explain_chain
+from llmroute._explain import explain_chain, key_status
 from llmroute._lifecycle import LoopGuard
 from llmroute._prepare import prepare
 from llmroute._recorder import Call, Recorder
@@ -297,27 +297,7 @@ class Router:
     async def key_status(self) -> dict[str, dict[str, Any]]:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
         (`{"model slot": seconds left}`); never a secret."""
-        out: dict[str, dict[str, Any]] = {}
-        for name, pool in self._pools.items():
-            # A shared store holds what other processes left: disabled keys, the index.
-            await pool.load()
-            cooling: dict[str, float] = {}
-            for cand in self._candidates.values():
-                if cand.pool is not pool:
-                    continue
-                left = await self._walk.cooldowns(cand, range(len(pool)))
-                for slot, seconds in enumerate(left):
-                    if seconds > 0:
-                        cooling[f"{cand.id} {pool.labels[slot]}"] = seconds
-            out[name] = {
-                "keys": len(pool),
-                "index": pool.index,
-                "strategy": pool.strategy,
-                "labels": list(pool.labels),
-                "disabled": [pool.labels[i] for i in sorted(pool.disabled)],
-                "cooling": cooling,
-            }
-        return out
+        return await key_status(self._walk, self._pools, self._candidates.values())
 
     def usage(self) -> dict[str, ModelUsage]:
         """Per model: requests sent, tokens, errors and cost since the router was built."""
@@ -363,9 +343,11 @@ class Router:
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
             response = served.result
-            usage, cost = await self._walk.finish(
+            usage, cost, pending = self._walk.finish(
                 cand, call, served, response.usage, request, tokens
             )
+            if pending is not None:
+                await pending
         finally:
             self._guard.leave()
         return Completion(

@@ -270,3 +270,22 @@ def test_completion_message_round_trips() -> None:
             {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
         ],
     }
+
+
+async def test_a_predicate_in_place_of_a_model_queues_answers(
+    server: FakeProviderServer, router: Router
+) -> None:
+    def streaming(request: RecordedRequest) -> bool:
+        return request.stream
+
+    server.script.script(streaming, Reply(text="one"), Reply(text="two"))
+    server.script.set_default(lambda r: "gemini" in r.model, Reply(text="gem"))
+    assert server.script.pending() == 2
+    texts = []
+    for _ in range(3):
+        texts.append("".join([c.text async for c in router.stream("groq/llama", "hi")]))
+    assert texts == ["one", "two", "fake answer from llama-3.3-70b-versatile"]
+    assert server.script.pending() == 0
+    assert (await router.complete("gemini/flash", "hi")).text == "gem"
+    with pytest.raises(TypeError):
+        server.script.script(streaming, Reply(), key="k")

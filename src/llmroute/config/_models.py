@@ -191,7 +191,10 @@ class ModelsBuilder(Checker):
     def _cli(self, raw: Mapping[str, Any], path: str, kind_: str) -> dict[str, Any]:
         command = tuple(self.strings(raw, "command", path)) or _DEFAULT_COMMANDS[kind_]
         env = self.string_map(raw, "env", path)
-        secrets = {p for v in env.values() if isinstance(v, Interpolated) for p in v.pieces}
+        # a token passed on the command line is as secret as one in the environment
+        secrets = {
+            p for v in (*env.values(), *command) if isinstance(v, Interpolated) for p in v.pieces
+        }
         return {
             "command": command,
             "env": {k: str(v) for k, v in env.items()},

@@ -96,10 +96,13 @@ class ProviderConfig:
     def __repr__(self) -> str:
         # Header and env values may carry credentials: only their names are shown.
         base_url = MASK if self.base_url in self.secrets else self.base_url
+        command = tuple(
+            MASK if any(s and s in arg for s in self.secrets) else arg for arg in self.command
+        )
         return (
             f"ProviderConfig(name={self.name!r}, type={self.type!r}, base_url={base_url!r}, "
             f"keys={len(self.keys)}, headers={_masked(self.headers)}, "
-            f"env={_masked(self.env)}, command={self.command!r}, paid={self.paid!r})"
+            f"env={_masked(self.env)}, command={command!r}, paid={self.paid!r})"
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote
@@ -75,7 +75,7 @@ class Reply:
     """
 
     text: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     #: OpenAI spelling (`stop`, `length`, `content_filter`); Gemini gets `STOP`, `MAX_TOKENS`, ...
@@ -101,7 +101,7 @@ class Stream:
     #: sent after the text, as the wire streams them: OpenAI in fragments (id and name
     #: first, then the arguments `fragment` characters at a time; 0 sends each call whole
     #: in one delta, as Groq does), Gemini one whole call per event
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall] = ()
     fragment: int = 8
     delay: float = 0.0
     fail_after: int | None = None
@@ -111,6 +111,9 @@ class Stream:
     completion_tokens: int | None = None
     #: seconds before the response headers
     latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,16 +264,34 @@ class FakeScript:
         #: every request received, oldest first
         self.requests: list[RecordedRequest] = []
 
-    def script(self, model: str | None, *behaviours: Behaviour, key: str | None = None) -> None:
+    def script(
+        self, model: str | Predicate | None, *behaviours: Behaviour, key: str | None = None
+    ) -> None:
         """Queue `behaviours` for the wire model name `model` (None: any model), optionally
-        only for requests made with API key `key`."""
+        only for requests made with API key `key`. Given a predicate instead of a model
+        name, the behaviours answer the next requests it accepts, one each, in order (see
+        `when`)."""
         for behaviour in behaviours:
             _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            for behaviour in behaviours:
+                self._rules.append(_Rule(model, behaviour, 1))
+            return
         self._queues.setdefault((model, key), deque()).extend(behaviours)
 
-    def set_default(self, model: str | None, behaviour: Behaviour, key: str | None = None) -> None:
-        """Answer with `behaviour` whenever the queues for `model` (None: any model) are empty."""
+    def set_default(
+        self, model: str | Predicate | None, behaviour: Behaviour, key: str | None = None
+    ) -> None:
+        """Answer with `behaviour` whenever the queues for `model` (None: any model) are
+        empty; given a predicate, every request it accepts (as `when`)."""
         _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            self._rules.append(_Rule(model, behaviour, None))
+            return
         self._defaults[(model, key)] = behaviour
 
     def when(self, predicate: Predicate, behaviour: Behaviour, *, times: int | None = None) -> None:
@@ -310,8 +331,10 @@ class FakeScript:
         return Reply(text=f"fake answer from {model}")
 
     def pending(self) -> int:
-        """How many queued behaviours no request has taken yet."""
-        return sum(len(queue) for queue in self._queues.values())
+        """How many queued behaviours no request has taken yet (answers given to a
+        predicate with a count included)."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        return queued + sum(rule.times or 0 for rule in self._rules)
 
     def handle(
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes

@@ -11,7 +11,7 @@ or reads a clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmroute.testing._script import (
@@ -94,7 +94,7 @@ def render(
     """
     match behaviour:
         case Reply():
-            calls = behaviour.tool_calls
+            calls = tuple(behaviour.tool_calls)
             text = behaviour.text if behaviour.text is not None else ("" if calls else "ok")
             gen = _Generation(
                 chunks=(text,),
@@ -161,11 +161,11 @@ def _or(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
 
 
-def _calls_text(calls: tuple[ToolCall, ...]) -> str:
+def _calls_text(calls: Sequence[ToolCall]) -> str:
     return "".join(call.name + call.arguments for call in calls)
 
 
-def _finish_with(finish: str | None, calls: tuple[ToolCall, ...]) -> str | None:
+def _finish_with(finish: str | None, calls: Sequence[ToolCall]) -> str | None:
     return "tool_calls" if calls and finish == "stop" else finish
 
 
