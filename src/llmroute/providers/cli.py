@@ -38,6 +38,7 @@ import shutil
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import ClassVar
 
+from llmroute._registry import ProviderKind
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers._cli_output import (
     ClaudeStream,
@@ -62,7 +63,7 @@ from llmroute.providers.base import (
     message_text,
 )
 
-__all__ = ["ClaudeCodeProvider", "CodexCliProvider", "flatten_messages"]
+__all__ = ["KINDS", "ClaudeCodeProvider", "CodexCliProvider", "flatten_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -418,3 +419,42 @@ def _clip_head(text: str) -> str:
     if len(text) <= MESSAGE_TAIL_CHARS:
         return text
     return text[:MESSAGE_TAIL_CHARS] + "..."
+
+
+# The prompt goes on stdin, which is then closed (docs/providers.md sections 6 and 7). CLI
+# models take text only: tools, images and response formats are skipped to other models.
+KINDS = (
+    ProviderKind(
+        name="claude_code",
+        factory=ClaudeCodeProvider,
+        transport="cli",
+        default_command=(
+            "claude",
+            "-p",
+            "--output-format",
+            "json",
+            "--tools",
+            "",
+            "--no-session-persistence",
+            "--model",
+            "{model}",
+        ),
+    ),
+    ProviderKind(
+        name="codex_cli",
+        factory=CodexCliProvider,
+        transport="cli",
+        default_command=(
+            "codex",
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--ephemeral",
+            "-c",
+            "features.plugins=false",
+            "--model",
+            "{model}",
+            "-",
+        ),
+    ),
+)
