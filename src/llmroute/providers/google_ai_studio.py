@@ -59,7 +59,6 @@ __all__ = [
     "next_pacific_midnight",
 ]
 
-_BODY = "gemini_body"
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +108,9 @@ class GoogleAIStudioProvider:
         self._headers_by_key: dict[str, dict[str, str]] = {}
         self._get_client = get_client
         self._clock = clock
+        # The translated body depends on this provider's memory of the calls it issued, so
+        # each Gemini provider keeps its own in the request's memo.
+        self._memo_key = f"gemini_body:{self.name}"
         # model -> (generate URL, stream URL); filled on first use of each model
         self._urls: dict[str, tuple[str, str]] = {}
         #: the tool calls this provider's answers issued, for their ids and signatures
@@ -143,7 +145,7 @@ class GoogleAIStudioProvider:
     def _encoded_body(self, request: ProviderRequest) -> bytes:
         """The body, translated once per request: retries and other keys reuse it."""
         memo = request.memo
-        body = memo.get(_BODY) if memo is not None else None
+        body = memo.get(self._memo_key) if memo is not None else None
         if not isinstance(body, bytes):
             signatures = memo.get(SIGNATURES) if memo is not None else None
             translated = build_body(
@@ -151,7 +153,7 @@ class GoogleAIStudioProvider:
             )
             body = json.dumps(translated, ensure_ascii=False).encode()
             if memo is not None:
-                memo[_BODY] = body
+                memo[self._memo_key] = body
         return body
 
     async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
