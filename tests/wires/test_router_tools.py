@@ -331,3 +331,26 @@ async def test_gemini_translates_a_request_once_for_all_its_attempts(
     assert answer.text == "ok"
     assert len(answer.attempts) == 3  # a retry, another key, then the answer
     assert calls == [1]
+
+
+async def test_replies_take_calls_in_the_openai_shape_too(
+    server: FakeProviderServer, router: Router
+) -> None:
+    server.script.script(
+        "llama-3.3-70b-versatile",
+        Reply(
+            tool_calls=[
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                },
+                {"name": "get_time", "arguments": {"zone": "CET"}},
+            ]
+        ),
+    )
+    answer = await router.complete("groq/llama", "Weather and time?", tools=[WEATHER])
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in answer.tool_calls] == [
+        ("call_9", "get_weather", {"city": "Oslo"}),
+        ("call_1", "get_time", {"zone": "CET"}),
+    ]

@@ -11,7 +11,7 @@ or reads a clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmroute.testing._script import (
@@ -101,7 +101,7 @@ def render(
     """
     match behaviour:
         case Reply():
-            calls = tuple(behaviour.tool_calls)
+            calls = _calls(behaviour.tool_calls)
             text = behaviour.text if behaviour.text is not None else ("" if calls else "ok")
             gen = _Generation(
                 chunks=(text,),
@@ -118,19 +118,20 @@ def render(
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
         case Stream():
+            calls = _calls(behaviour.tool_calls)
             gen = _Generation(
                 chunks=tuple(behaviour.chunks),
                 prompt_tokens=_or(behaviour.prompt_tokens, estimate_tokens(prompt_text)),
                 completion_tokens=_or(
                     behaviour.completion_tokens,
-                    estimate_tokens("".join(behaviour.chunks) + calls_text(behaviour.tool_calls)),
+                    estimate_tokens("".join(behaviour.chunks) + calls_text(calls)),
                 ),
-                finish_reason=finish_with(behaviour.finish_reason, behaviour.tool_calls),
+                finish_reason=finish_with(behaviour.finish_reason, calls),
                 usage=behaviour.usage,
                 delay=behaviour.delay,
                 fail_after=behaviour.fail_after,
                 latency=behaviour.latency,
-                tool_calls=tuple(behaviour.tool_calls),
+                tool_calls=calls,
                 fragment=behaviour.fragment,
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
@@ -162,6 +163,11 @@ def render(
         case Blocked():
             return _blocked(wire, model, stream, sse, prompt_text, response_id, behaviour.latency)
     raise TypeError(f"not a fake-provider behaviour: {behaviour!r}")
+
+
+def _calls(calls: Sequence[object]) -> tuple[ToolCall, ...]:
+    # Reply and Stream hold ToolCalls only once built (their __post_init__ converts).
+    return tuple(call for call in calls if isinstance(call, ToolCall))
 
 
 def _or(value: int | None, fallback: int) -> int:
