@@ -82,7 +82,7 @@ class RedisStore:
             import redis.asyncio  # noqa: F401
         except ImportError as exc:
             raise ConfigError(
-                ["state.backend: redis needs the redis extra: pip install 'llmroute[redis]'"]
+                ["the Redis store needs the redis extra: pip install llmroute[redis]"]
             ) from exc
         self._url = url
         self.prefix = prefix
