@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._admission import closed_name
+from llmroute._registry import provider_kind
 from llmroute.limiter.learn import (
     RateLimitInfo,
     RawHeaders,
@@ -48,8 +49,8 @@ __all__ = ["Learner", "Probe", "learnt_lines", "report_of"]
 
 logger = logging.getLogger("llmroute")
 
-#: provider types whose answers carry rate-limit headers (Gemini reports only in its 429s)
-_REPORTS_IN_HEADERS: Final = frozenset({"openai_compatible"})
+#: wires whose every answer carries rate-limit headers (Gemini reports only in its 429s)
+_REPORTS_IN_HEADERS: Final = frozenset({"openai"})
 _KINDS: Final[tuple[LimitKind, ...]] = ("rpm", "tpm", "rpd", "tpd")
 #: the cooldown names of closed buckets
 CLOSED_PREFIX: Final = closed_name("")
@@ -186,7 +187,8 @@ class Learner:
         model = cand.id
         if model in self._known:
             return None
-        if cand.provider_config.type not in _REPORTS_IN_HEADERS:
+        kind = provider_kind(cand.provider_config.type)
+        if kind is None or kind.wire not in _REPORTS_IN_HEADERS:
             self._known.add(model)
             return None
         probe = self._probes.get(model)

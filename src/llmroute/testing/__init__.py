@@ -33,6 +33,7 @@ from llmroute.testing._script import (
 )
 from llmroute.testing._server import FakeProviderServer, serve_in_thread
 from llmroute.testing._transport import FakeTransport
+from llmroute.testing._wires import FakeWire, RequestFacts, register_wire
 
 __all__ = [
     "Behaviour",
@@ -41,6 +42,7 @@ __all__ = [
     "FakeProviderServer",
     "FakeScript",
     "FakeTransport",
+    "FakeWire",
     "Garbage",
     "InvalidKey",
     "Predicate",
@@ -49,10 +51,12 @@ __all__ = [
     "RateLimit",
     "RecordedRequest",
     "Reply",
+    "RequestFacts",
     "ScaledClock",
     "ServerError",
     "Status",
     "Stream",
     "Timeout",
+    "register_wire",
     "serve_in_thread",
 ]
