@@ -72,11 +72,11 @@ class KeyPool:
     __slots__ = (
         "_disabled",
         "_index",
-        "_loaded",
         "_on_move",
         "_set_index_nowait",
         "fingerprints",
         "labels",
+        "loaded",
         "provider",
         "secrets",
         "store",
@@ -110,8 +110,9 @@ class KeyPool:
         self._set_index_nowait: Callable[[str, int], None] | None = getattr(
             store, "set_index_nowait", None
         )
-        # A store of this process only starts empty: nothing to read back.
-        self._loaded = not store.shared
+        #: True once what the store holds about these keys has been read (a store of this
+        #: process only starts empty: nothing to read back)
+        self.loaded = not store.shared
 
     def __len__(self) -> int:
         return len(self.secrets)
@@ -135,11 +136,6 @@ class KeyPool:
         return len(self._disabled) < len(self.secrets)
 
     @property
-    def loaded(self) -> bool:
-        """True once what the store holds about these keys has been read."""
-        return self._loaded
-
-    @property
     def multi(self) -> bool:
         return len(self.secrets) > 1
 
@@ -148,9 +144,9 @@ class KeyPool:
 
     async def load(self) -> None:
         """Read what a shared store already holds: disabled keys and the live index."""
-        if self._loaded:
+        if self.loaded:
             return
-        self._loaded = True
+        self.loaded = True
         refused = await self.store.disabled_keys(self.provider)
         self._disabled.update(i for i, f in enumerate(self.fingerprints) if f in refused)
         stored = await self.store.get_index(self.provider)
