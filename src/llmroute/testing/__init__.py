@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 
+from llmroute.testing._faults import FAULTS, FaultRequest, FaultServer
 from llmroute.testing._script import (
     Behaviour,
     Blocked,
@@ -34,12 +35,15 @@ from llmroute.testing._server import FakeProviderServer, serve_in_thread
 from llmroute.testing._transport import FakeTransport
 
 __all__ = [
+    "FAULTS",
     "Behaviour",
     "Blocked",
     "FakeClock",
     "FakeProviderServer",
     "FakeScript",
     "FakeTransport",
+    "FaultRequest",
+    "FaultServer",
     "Garbage",
     "InvalidKey",
     "RateLimit",
