@@ -16,6 +16,22 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 PYTHON = sys.executable
+#: the peers' own venv (`make bench-peers`): LiteLLM runs there, never in the project's venv
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+def python_for(client: str) -> str:
+    """The interpreter a client runs in: LiteLLM in `.venv-peers` when that exists."""
+    if client == "litellm" and PEERS_PYTHON.exists():
+        return str(PEERS_PYTHON)
+    return PYTHON
+
+
+def peers_have_litellm() -> bool:
+    """LiteLLM is importable by the interpreter `python_for("litellm")` gives."""
+    import importlib.util
+
+    return PEERS_PYTHON.exists() or importlib.util.find_spec("litellm") is not None
 
 
 def child_env() -> dict[str, str]:
@@ -25,6 +41,8 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONSTARTUP", None)
     env["PYTHONHASHSEED"] = "0"
+    # LiteLLM fetches a price list from the internet at import unless told not to.
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     # Nothing in the router may read a real key or reach a real provider from here.
     for name in list(env):
         if name.endswith(("_API_KEY", "_KEY_1", "_KEY_2", "_KEY_3")) or name == "USE_PAID_MODELS":
@@ -108,7 +126,7 @@ def _readline_with_timeout(proc: subprocess.Popen[bytes], timeout: float) -> str
     return out[0].decode().strip() if out else ""
 
 
-def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
+def run_child(argv: list[str], timeout: float, python: str = PYTHON) -> dict[str, Any]:
     """Run one benchmark child in a fresh interpreter; its last stdout line is a JSON object.
 
     A child that fails, times out or prints no JSON gives `{"error": ...}` instead.
@@ -116,7 +134,7 @@ def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [PYTHON, *argv],
+            [python, *argv],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -27,7 +27,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, PYTHON, ROOT, FakeServer, child_env, run_child, summary
+from harness import (
+    BENCH_DIR,
+    PEERS_PYTHON,
+    PYTHON,
+    ROOT,
+    FakeServer,
+    child_env,
+    peers_have_litellm,
+    python_for,
+    run_child,
+    summary,
+)
 from report import find_cell, write_chart, write_markdown
 
 MAIN_CLIENTS = ["llmroute", "httpx", "aiohttp"]
@@ -235,7 +246,9 @@ def client_run(
         str(plan.warmup_requests),
     ]
     before = server.stats()
-    result = run_child(argv, timeout=plan.seconds + plan.warmup_seconds + 90)
+    result = run_child(
+        argv, timeout=plan.seconds + plan.warmup_seconds + 90, python=python_for(client)
+    )
     after = server.stats()
     wall = after["wall"] - before["wall"]
     result["server_busy"] = (after["cpu"] - before["cpu"]) / wall if wall else None
@@ -248,6 +261,7 @@ def run_imports(plan: Plan, first_call_url: str | None) -> dict[str, Any]:
     each in a fresh interpreter, interleaved and repeated."""
     entries = [("pass", "pass")] + [(s, s) for s in plan.import_statements]
     if plan.mode == "full" and importlib.util.find_spec("litellm") is not None:
+        # only in the interpreter measured here: the peers' venv has other packages
         entries.append(("import litellm", "import litellm"))
     if first_call_url:
         entries += [
@@ -452,10 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     started = time.perf_counter()
     result: dict[str, Any] = {"meta": meta(plan, args.commit), "plan": dataclasses.asdict(plan)}
-    if "litellm" in plan.clients and importlib.util.find_spec("litellm") is None:
+    if "litellm" in plan.clients and not peers_have_litellm():
         plan.clients.remove("litellm")
         plan.stream_clients = [c for c in plan.stream_clients if c != "litellm"]
-        result["litellm"] = "skipped: LiteLLM is not installed (optional `bench` extra)"
+        result["litellm"] = "skipped: LiteLLM is not installed (`make bench-peers`)"
         log("LiteLLM is not installed: skipping it")
     runs: list[dict[str, Any]] = []
     servers = {latency: FakeServer(latency) for latency in plan.latencies}
@@ -552,6 +566,20 @@ def meta(plan: Plan, commit: str | None) -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
+    if versions["litellm"] is None and PEERS_PYTHON.exists():
+        versions["litellm"] = (
+            subprocess.run(
+                [
+                    str(PEERS_PYTHON),
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('litellm'))",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     if commit is None:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],

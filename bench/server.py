@@ -3,7 +3,7 @@
 Hand-written on `asyncio.Protocol` (HTTP/1.1 keep-alive, no framework) so that it costs
 a few microseconds per request and is never what a benchmark measures. It answers
 
-- `POST .../chat/completions` with a fixed small chat completion (PROVIDERS.md 9.1), or,
+- `POST .../chat/completions` with a fixed small chat completion (docs/providers.md 9.1), or,
   when the body asks for `"stream": true`, a chunked `text/event-stream` of a few events;
 - `GET /__stats` with its own request count and CPU time, so a benchmark can tell how busy
   the server was while a client ran (a server near 100 % of one core is a bottleneck).

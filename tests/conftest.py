@@ -20,6 +20,11 @@ _PROVIDER_VARS = (
     "CODEX_API_KEY",
     "REDIS_URL",
     *(f"GOOGLE_AI_STUDIO_KEY_{i}" for i in range(1, 6)),
+    # the shipped catalogue's base URL overrides (`llmroute fake-server` prints them)
+    "GROQ_BASE_URL",
+    "TOGETHER_BASE_URL",
+    "OPENROUTER_BASE_URL",
+    "GOOGLE_AI_STUDIO_BASE_URL",
 )
 
 

@@ -193,10 +193,22 @@ def test_check_lists_every_problem_on_its_own_line(tmp_path: Path) -> None:
     assert len(problems) == 2
 
 
-def test_check_without_a_config_directory_says_where_it_looked(tmp_path: Path) -> None:
+def test_check_without_a_config_directory_uses_the_shipped_catalogue(tmp_path: Path) -> None:
     run = llmroute("check", cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert "the catalogue shipped with llmroute" in run.out
+    # nothing is set here, so what to do comes first
+    assert run.out.index("To do") < run.out.index("Providers")
+    assert "llmroute fake-server" in run.out
+    strict = llmroute("check", "--strict", cwd=tmp_path)
+    assert strict.code == 1
+    assert "no usable candidate now in routes" in strict.out
+
+
+def test_check_with_a_missing_config_directory_says_where_it_looked(tmp_path: Path) -> None:
+    run = llmroute("check", "--config", "nowhere", cwd=tmp_path)
     assert run.code == 1
-    assert "config/models.yaml: file not found" in run.err
+    assert "nowhere/models.yaml: file not found" in run.err
     assert "--config DIR" in run.err
     assert "Traceback" not in run.err
 
@@ -363,3 +375,21 @@ def test_rate_limited_pool_still_answers_without_leaking(
     assert_clean(run)
     assert "rate_limited_remote" in run.err
     assert "gem#1" in run.err
+
+
+# -- explain -----------------------------------------------------------------------------------
+
+
+def test_explain_prints_the_chain_and_sends_nothing(
+    project: Path, server: FakeProviderServer
+) -> None:
+    run = llmroute("explain", "chat", "Hello", cwd=project, env={**KEYS, "USE_PAID_MODELS": "0"})
+    assert run.code == 0, run.err
+    assert_clean(run)
+    for model in ("pricey/big", "gem/flash", "fake/small"):
+        assert model in run.out
+    assert "paid" in run.out
+    assert server.script.requests == []
+    unknown = llmroute("explain", "chta", "Hello", cwd=project, env=KEYS)
+    assert unknown.code == 1
+    assert "did you mean 'chat'" in unknown.err

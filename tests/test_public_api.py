@@ -9,11 +9,19 @@ import llmroute.testing
 
 
 def test_root_exports_match_all() -> None:
-    assert sorted(llmroute.__all__) == llmroute.__all__ or set(llmroute.__all__)
     for name in ("Router", "Completion", "Chunk", "Attempt", "Usage", "ModelUsage"):
         assert name in llmroute.__all__
         assert getattr(llmroute, name).__name__ == name
+    for name in llmroute.__all__:
+        assert hasattr(llmroute, name), name
+    assert set(llmroute.__all__) <= set(dir(llmroute))
     assert isinstance(llmroute.__version__, str)
+
+
+def test_every_error_is_exported_from_the_root() -> None:
+    for name in llmroute.errors.__all__:
+        assert name in llmroute.__all__
+        assert getattr(llmroute, name) is getattr(llmroute.errors, name)
 
 
 def test_error_tree() -> None:

@@ -442,7 +442,8 @@ async def test_all_keys_cooling_is_keys_exhausted_then_fallback_and_retry_after(
     h.set_index("0")
     for slot, delay in enumerate((30, 10, 20)):
         h.script.script(WIRE_FLASH, RateLimit(retry_delay=delay), key=KEYS[slot])
-    async with h.router() as router:
+    # `on_limit: sleep` would wait for the first key instead (test_router's cooldown tests).
+    async with h.router(limits={"strategy": {"on_limit": "fallback"}}) as router:
         first = await router.complete("chat", "hi")
         assert rows(first) == [
             (FLASH, label(0), "rate_limited_remote"),
@@ -471,7 +472,7 @@ async def test_one_candidate_request_whose_every_key_answers_429(h: Harness) -> 
     h.set_index("0")
     h.script.set_default(WIRE_FLASH, RateLimit(retry_delay=25))
     h.script.script(WIRE_FLASH, RateLimit(retry_delay=8), key=KEYS[2])
-    async with h.router() as router:
+    async with h.router(limits={"strategy": {"on_limit": "fallback"}}) as router:
         with pytest.raises(RateLimitedError) as info:
             await router.complete(FLASH, "hi")
     assert info.value.retry_after == pytest.approx(8.0)

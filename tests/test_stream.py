@@ -180,7 +180,7 @@ async def test_failure_after_first_chunk_raises_with_delivered_count(
 async def test_one_candidate_stream_error(clock: FakeClock, tmp_path: Any) -> None:
     script = FakeScript()
     script.script("a", RateLimit(retry_after=3))
-    router, _ = router_on(script, clock, tmp_path)
+    router, _ = router_on(script, clock, tmp_path, {"strategy": {"on_limit": "fallback"}})
     async with router:
         with pytest.raises(RateLimitedError) as info:
             await collect(router, "oai/a")
@@ -267,10 +267,10 @@ def sse_router(handler: Any, clock: FakeClock, tmp_path: Any) -> Router:
 
 
 SSE_CASES = [
-    # comments, keep-alives, CRLF, an undecodable event, multi-line data
+    # comments, keep-alives, CRLF, multi-line data (an undecodable event fails the stream:
+    # see test_malformed_event_fails_the_stream)
     b": OPENROUTER PROCESSING\r\n\r\n"
     b'data: {"choices":[{"delta":{"content":"Hel"}}]}\r\n\r\n'
-    b"data: not json at all\r\n\r\n"
     b": keep-alive\n\n"
     b'data: {"choices":[{"delta":\ndata: {"content":"lo"}}]}\n\n'
     b"event: ping\nid: 7\n\n"

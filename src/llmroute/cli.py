@@ -1,14 +1,20 @@
-"""The `llmroute` command: check a config, run one request, inspect key pools, run the demo.
+"""The `llmroute` command: set up a project, check a config, run or explain one request,
+inspect key pools, run the demo or the fake provider.
 
-    llmroute check [--config DIR]                 validate config/models.yaml + limits.yaml
+    llmroute init [DIR] [--force | --merge]      write (or upgrade) the shipped catalogue
+    llmroute check [--config DIR] [--strict]      validate config/models.yaml + limits.yaml
     llmroute complete TARGET PROMPT [--stream] [--json] [--trace]
+    llmroute explain TARGET PROMPT                what a request would meet now; sends nothing
     llmroute keys [--config DIR] [--cache-dir .cache]
+    llmroute fake-server [--port N]               the fake provider on loopback, until Ctrl-C
     llmroute demo [--requests N] [--seed S]
+    llmroute --version
 
-Exit status: 0 on success, 1 when the config is broken or a request fails (one line on
-stderr, never a traceback), 2 for a usage error. Nothing printed ever contains an API key:
-the commands build a `Router` and print only slot labels and counts, and every line goes
-through a redactor that knows the configured keys as a second line of defence.
+Without `--config`, a directory with no config/models.yaml uses the catalogue shipped with
+llmroute. Exit status: 0 on success, 1 when the config is broken or a request fails (one line
+on stderr, never a traceback, whatever the input), 2 for a usage error. Nothing printed ever
+contains an API key: the commands build a `Router` and print only slot labels and counts, and
+every line goes through a redactor that knows the configured keys as a second line of defence.
 """
 
 from __future__ import annotations
@@ -16,27 +22,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import re
 import sys
-import textwrap
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from llmroute._cli_complete import one_line as _one_line
 from llmroute.errors import ConfigError, LLMRouteError, RequestError
 
 if TYPE_CHECKING:
     from llmroute.router import Router
-    from llmroute.trace import Attempt
 
 __all__ = ["main"]
 
-_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 #: shorter values are too likely to occur in ordinary text to be worth redacting
 _MIN_SECRET: Final = 6
@@ -99,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RequestError as exc:
         out.error(f"llmroute: {type(exc).__name__}: {_one_line(str(exc))}")
         if getattr(args, "trace", False) and exc.attempts:
-            _print_trace(exc.attempts, out, to_stderr=True)
+            from llmroute._cli_complete import print_trace
+
+            print_trace(exc.attempts, out, to_stderr=True)
         return 1
     except LLMRouteError as exc:
         out.error(f"llmroute: {type(exc).__name__}: {_one_line(str(exc))}")
@@ -115,10 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    except Exception as exc:
+        # Whatever the input, one line and never a traceback (which could show a secret).
+        out.error(
+            f"llmroute: unexpected {type(exc).__name__}: {_one_line(str(exc))} "
+            "(please report this; -vv shows more)"
+        )
+        logging.getLogger("llmroute").debug("unexpected error", exc_info=args.verbose > 1)
+        return 1
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -144,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="show the routing log on stderr (-v: one line per request, -vv: every decision)",
     )
+    parser.add_argument("--version", action="version", version=f"llmroute {_version()}")
     # Accepted after the command name too (`llmroute complete -v ...`); SUPPRESS keeps a
     # subcommand without it from resetting what was given before the command.
     common = argparse.ArgumentParser(add_help=False)
@@ -154,8 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--config",
         metavar="DIR",
-        default="config",
-        help="directory holding models.yaml and limits.yaml (default: ./config)",
+        default=None,
+        help="directory holding models.yaml and limits.yaml (default: ./config, or the "
+        "catalogue shipped with llmroute when ./config/models.yaml does not exist)",
     )
     config.add_argument(
         "--env-file",
@@ -180,8 +189,12 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Validate models.yaml and limits.yaml and list providers (with how many keys are "
             "set, never the keys), models, routes, the paid gate and what is unavailable and "
-            "why. Exit 1 on a configuration problem, 0 when only credentials are missing."
+            "why, what to do first. Exit 1 on a configuration problem, 0 when only "
+            "credentials are missing (with --strict: 1 when a route has no usable candidate)."
         ),
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 when a route has no usable candidate now"
     )
     check.set_defaults(run=_check)
 
@@ -217,6 +230,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     complete.set_defaults(run=_complete)
 
+    explain = commands.add_parser(
+        "explain",
+        parents=[common, config, cache],
+        help="show what a request would meet now, without sending it",
+        description=(
+            "Resolve TARGET to its chain and say, for each candidate, what a request sent now "
+            "would meet: skipped and why, the key slot, a local wait or a cooldown. Nothing is "
+            "sent and nothing is charged."
+        ),
+    )
+    explain.add_argument("target", metavar="TARGET", help="a route (e.g. chat) or a model id")
+    explain.add_argument("prompt", metavar="PROMPT", help="the prompt; - reads it from stdin")
+    explain.add_argument(
+        "--paid", action="store_true", default=None, help="as if USE_PAID_MODELS were true"
+    )
+    explain.set_defaults(run=_explain)
+
+    _setup_commands(commands, common, config)
+
     keys = commands.add_parser(
         "keys",
         parents=[common, config, cache],
@@ -246,6 +278,60 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed for the fake latencies (default 7)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _setup_commands(
+    commands: Any, common: argparse.ArgumentParser, config: argparse.ArgumentParser
+) -> None:
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="write the shipped catalogue and .env.example into a project (or upgrade it)",
+        description=(
+            "Write config/models.yaml, config/limits.yaml, config/READ_ME_KEY_ROTATION.md and "
+            ".env.example into DIR. Existing files are never overwritten without --force. "
+            "--merge upgrades an existing project instead: a timestamped backup of each file "
+            "it changes, then the catalogue's new providers, models, routes and limits and "
+            ".env's missing variables are added; your entries and comments stay as written "
+            "and models the catalogue marks as retired are listed."
+        ),
+    )
+    init.add_argument("directory", metavar="DIR", nargs="?", default=".", help="default: .")
+    mode = init.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="overwrite existing files")
+    mode.add_argument("--merge", action="store_true", help="upgrade, keeping every edit")
+    init.set_defaults(run=_init)
+
+    fake = commands.add_parser(
+        "fake-server",
+        parents=[common, config],
+        help="run the fake provider on 127.0.0.1 so your own code runs with no key",
+        description=(
+            "Serve fake OpenAI-compatible and Gemini APIs on 127.0.0.1 until Ctrl-C, and print "
+            "the environment lines (GROQ_BASE_URL=... and fake keys) that point the "
+            "catalogue's providers at it. Prose goes to stderr, the lines to stdout."
+        ),
+    )
+    fake.add_argument(
+        "--port", type=_port, default=0, metavar="N", help="port to listen on (default: any free)"
+    )
+    fake.set_defaults(run=_fake_server)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
+    return value
+
+
+def _version() -> str:
+    from llmroute import __version__
+
+    return str(__version__)
 
 
 def _positive_int(text: str) -> int:
@@ -292,28 +378,37 @@ def _no_index_warnings(verbose: int) -> Iterator[None]:
 
 
 class _Config:
-    """The paths of one config directory and what the CLI reads there besides the Router."""
+    """The paths of one config directory and what the CLI reads there besides the Router.
 
-    def __init__(self, directory: str, env_file: str) -> None:
-        self.dir = Path(directory)
+    `directory` None means ./config, or the shipped catalogue when ./config/models.yaml is
+    missing (as `Router()` does); a directory given with --config must hold models.yaml.
+    """
+
+    def __init__(self, directory: str | None, env_file: str) -> None:
+        from llmroute.config import shipped_root
+
+        self.shipped = directory is None and not Path("config/models.yaml").exists()
+        self.dir = shipped_root() / "config" if self.shipped else Path(directory or "config")
         self.models = self.dir / "models.yaml"
         limits = self.dir / "limits.yaml"
-        self.limits: Path | None = limits if limits.is_file() else None
+        # a limits.yaml that exists but is no file (a directory) is the loader's to report
+        self.limits: Path | None = limits if limits.exists() else None
         self.env_file = Path(env_file)
 
     def router(self, out: _Out, verbose: int, **kwargs: Any) -> Router:
         from llmroute.router import Router
 
         if not self.models.is_file():
+            what = "is not a file" if self.models.exists() else "file not found"
             raise ConfigError(
                 [
-                    f"{self.models}: file not found (run llmroute in your project's directory, "
-                    "or pass --config DIR)"
+                    f"{self.models}: {what} (run llmroute in your project's directory, "
+                    "pass --config DIR, or write one with `llmroute init`)"
                 ]
             )
         with _no_index_warnings(verbose):
             router = Router(self.models, self.limits, env_file=self.env_file, **kwargs)
-        out.learn(s.reveal() for p in router.config.models.providers.values() for s in p.keys)
+        out.learn(router.config.secrets)
         out.learn(
             v for p in router.config.models.providers.values() for k, v in p.env.items()
             if _SECRET_NAME.search(k)
@@ -322,152 +417,32 @@ class _Config:
 
     def raw_providers(self) -> Mapping[str, Mapping[str, Any]]:
         """The providers section as written (before `${VAR}` interpolation): which variables
-        each one reads and how many keys it lists. Only read after the Router validated it."""
-        import yaml
+        each one reads and how many keys it lists."""
+        from llmroute.config._yaml import YamlProblem, read_yaml
 
-        data = yaml.safe_load(self.models.read_text(encoding="utf-8")) or {}
-        providers = data.get("providers") or {}
+        try:
+            data = read_yaml(self.models).data
+        except YamlProblem:
+            return {}
+        providers = data.get("providers") if isinstance(data, Mapping) else None
+        if not isinstance(providers, Mapping):
+            return {}
         return {str(k): v for k, v in providers.items() if isinstance(v, Mapping)}
-
-
-def _key_vars(raw: Mapping[str, Any]) -> list[str]:
-    values: list[Any] = []
-    if isinstance(raw.get("api_keys"), list):
-        values += raw["api_keys"]
-    if "api_key" in raw:
-        values.append(raw["api_key"])
-    return [m for v in values if isinstance(v, str) for m in _VAR.findall(v)]
-
-
-def _keys_listed(raw: Mapping[str, Any]) -> int:
-    if isinstance(raw.get("api_keys"), list):
-        return len(raw["api_keys"])
-    return 1 if "api_key" in raw else 0
 
 
 # -- llmroute check --------------------------------------------------------------------------
 
 
 def _check(args: argparse.Namespace, out: _Out) -> int:
+    from llmroute._cli_check import report
+
     cfg = _Config(args.config, args.env_file)
     router = cfg.router(out, args.verbose, cache_dir=".cache")
     try:
-        _report(router, cfg, out)
+        dead = report(router, cfg, out)
     finally:
         router.close()
-    return 0
-
-
-def _report(router: Router, cfg: _Config, out: _Out) -> None:
-    from llmroute.config import read_env
-
-    config = router.config
-    models_cfg = config.models
-    env = read_env(cfg.env_file)
-    raw = cfg.raw_providers()
-    unavailable = router.unavailable()
-    paid = [m for m in models_cfg.models.values() if m.paid]
-
-    env_note = "read" if cfg.env_file.is_file() else "not found, environment only"
-    limits_note = (
-        str(cfg.limits) if cfg.limits else f"{cfg.dir / 'limits.yaml'} not found: no limits"
-    )
-    out.print(f"Config OK: {cfg.models}, {limits_note}  (env file {cfg.env_file}: {env_note})")
-    usable = len(models_cfg.models) - len(unavailable)
-    out.print(
-        f"  {len(models_cfg.providers)} providers, {len(models_cfg.models)} models "
-        f"({usable} usable now), {len(models_cfg.routes)} routes"
-    )
-    out.print()
-    if router.use_paid_models:
-        out.print(f"Paid models: ON (USE_PAID_MODELS is true); {len(paid)} models are paid")
-    else:
-        out.print(
-            f"Paid models: OFF (USE_PAID_MODELS is not true): the {len(paid)} paid models are "
-            "skipped in chains\n  and refused when asked for directly"
-        )
-    out.print()
-
-    out.print("Providers")
-    by_provider: dict[str, list[str]] = {name: [] for name in models_cfg.providers}
-    for model in models_cfg.models.values():
-        by_provider[model.provider].append(model.id)
-    width = max((len(n) for n in models_cfg.providers), default=0)
-    for name, pconf in models_cfg.providers.items():
-        if pconf.uses_keys:
-            listed = _keys_listed(raw.get(name, {}))
-            keys = f"{len(pconf.keys)} of {listed} key{'s' if listed != 1 else ''} set"
-            if len(pconf.keys) > 1:
-                keys += f", rotation {pconf.rotation}"
-            unset = [v for v in _key_vars(raw.get(name, {})) if not env.get(v)]
-            if pconf.keys and unset:
-                keys += f" (unset: {', '.join(unset)})"
-        else:
-            keys = "command " + (pconf.command[0] if pconf.command else "?")
-        flags = ", paid" if pconf.paid else ""
-        n = len(by_provider[name])
-        out.print(
-            f"  {name:<{width}}  {pconf.type:<17}  {keys}{flags}; {n} model{'s' if n != 1 else ''}"
-        )
-    out.print()
-
-    out.print("Models")
-    for name, ids in by_provider.items():
-        out.print(f"  {name}")
-        for model_id in ids:
-            model = models_cfg.models[model_id]
-            notes = []
-            if model.context_window:
-                notes.append(f"{_tokens(model.context_window)} context")
-            if model.paid:
-                notes.append("paid")
-            if model_id in unavailable:
-                notes.append("unavailable")
-            out.print(f"    {model_id}" + (f"  ({', '.join(notes)})" if notes else ""))
-    out.print()
-
-    out.print("Routes")
-    for route, chain in models_cfg.routes.items():
-        ready = [
-            m
-            for m in chain
-            if m not in unavailable and (router.use_paid_models or not models_cfg.models[m].paid)
-        ]
-        first = f", first {ready[0]}" if ready else ", NONE usable"
-        head = f"  {route} ({len(ready)} of {len(chain)} usable now{first}): "
-        out.print(
-            textwrap.fill(
-                " > ".join(chain),
-                width=100,
-                initial_indent=head,
-                subsequent_indent=" " * 6,
-                break_on_hyphens=False,
-            )
-        )
-    out.print()
-
-    if not unavailable:
-        out.print("Unavailable: nothing, every model can be used.")
-        return
-    out.print(f"Unavailable ({len(unavailable)} models)")
-    grouped: dict[tuple[str, str], int] = {}
-    for model_id, reason in unavailable.items():
-        key = (models_cfg.models[model_id].provider, reason)
-        grouped[key] = grouped.get(key, 0) + 1
-    for (provider, reason), count in grouped.items():
-        hint = ""
-        missing = [v for v in _key_vars(raw.get(provider, {})) if not env.get(v)]
-        if missing and "no API key" in reason:
-            hint = f"; set {', '.join(missing)} in the environment or .env"
-        out.print(f"  {provider}: {count} model{'s' if count != 1 else ''}, {reason}{hint}")
-
-
-def _tokens(n: int) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.2g}M"
-    if n >= 1000:
-        return f"{round(n / 1000)}k"
-    return str(n)
+    return 1 if args.strict and dead else 0
 
 
 # -- llmroute complete -----------------------------------------------------------------------
@@ -477,163 +452,55 @@ def _complete(args: argparse.Namespace, out: _Out) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise _Usage("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    from llmroute._cli_complete import run_complete
+
     cfg = _Config(args.config, args.env_file)
-    return asyncio.run(_complete_async(args, cfg, prompt, out))
+    return asyncio.run(run_complete(args, cfg, prompt, out))
 
 
-async def _complete_async(args: argparse.Namespace, cfg: _Config, prompt: str, out: _Out) -> int:
+# -- llmroute explain, init, fake-server --------------------------------------------------
+
+
+def _explain(args: argparse.Namespace, out: _Out) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise _Usage("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    cfg = _Config(args.config, args.env_file)
+    return asyncio.run(_explain_async(args, cfg, prompt, out))
+
+
+async def _explain_async(args: argparse.Namespace, cfg: _Config, prompt: str, out: _Out) -> int:
+    import inspect
+
     router = cfg.router(out, args.verbose, cache_dir=args.cache_dir, use_paid_models=args.paid)
     async with router:
-        started = time.perf_counter()
-        if args.stream:
-            result = await _stream(router, args, prompt, out)
-        else:
-            completion = await router.complete(args.target, prompt, max_tokens=args.max_tokens)
-            result = {
-                "text": completion.text,
-                "model": completion.model,
-                "provider": completion.provider,
-                "finish_reason": completion.finish_reason,
-                "usage": dataclasses.asdict(completion.usage),
-                "latency_ms": round(completion.latency_ms, 1),
-                "attempts": completion.attempts,
-            }
-            if not args.json:
-                text = completion.text
-                out.print(text, end="" if text.endswith("\n") else "\n")
-        if args.stream:
-            result["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
-    attempts: list[Attempt] = result["attempts"]
-    if args.json:
-        result["attempts"] = [dataclasses.asdict(a) for a in attempts]
-        out.print(json.dumps(result, indent=2, ensure_ascii=False))
-    if args.trace:
-        _print_trace(attempts, out, to_stderr=True)
+        explanation: Any = router.explain(args.target, prompt)  # type: ignore[attr-defined,unused-ignore]
+        if inspect.isawaitable(explanation):
+            explanation = await explanation
+    out.print(str(explanation))
     return 0
 
 
-async def _stream(
-    router: Router, args: argparse.Namespace, prompt: str, out: _Out
-) -> dict[str, Any]:
-    pieces: list[str] = []
-    last = None
-    async for chunk in router.stream(args.target, prompt, max_tokens=args.max_tokens):
-        if chunk.text:
-            pieces.append(chunk.text)
-            if not args.json:
-                out.write(chunk.text)
-        last = chunk
-    text = "".join(pieces)
-    if not args.json and not text.endswith("\n"):
-        out.write("\n")
-    model = last.model if last is not None else None
-    provider = router.config.models.models[model].provider if model else None
-    return {
-        "text": text,
-        "model": model,
-        "provider": provider,
-        "finish_reason": last.finish_reason if last is not None else None,
-        "usage": dataclasses.asdict(last.usage) if last is not None and last.usage else None,
-        "latency_ms": 0.0,
-        "attempts": list(last.attempts or []) if last is not None else [],
-    }
+def _init(args: argparse.Namespace, out: _Out) -> int:
+    from llmroute._cli_setup import run_init
+
+    return run_init(Path(args.directory), force=args.force, merge=args.merge, out=out)
 
 
-def _print_trace(attempts: Sequence[Attempt], out: _Out, *, to_stderr: bool) -> None:
-    rows = [("#", "model", "key", "outcome", "status", "waited", "latency", "error")]
-    for i, a in enumerate(attempts, 1):
-        rows.append(
-            (
-                str(i),
-                a.model,
-                a.key or "-",
-                a.outcome,
-                str(a.status) if a.status is not None else "-",
-                f"{a.waited_s:.2f}s",
-                f"{a.latency_ms:.0f} ms",
-                _one_line(a.error or ""),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    emit = out.error if to_stderr else out.print
-    emit("routing trace:")
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
-        emit("  " + "  ".join([*cells, row[-1]]).rstrip())
+def _fake_server(args: argparse.Namespace, out: _Out) -> int:
+    from llmroute._cli_setup import run_fake_server
+
+    return run_fake_server(args.port, _Config(args.config, args.env_file).raw_providers(), out)
 
 
 # -- llmroute keys ---------------------------------------------------------------------------
 
 
 def _keys(args: argparse.Namespace, out: _Out) -> int:
+    from llmroute._cli_keys import run_keys
+
     cfg = _Config(args.config, args.env_file)
-    return asyncio.run(_keys_async(args, cfg, out))
-
-
-async def _keys_async(args: argparse.Namespace, cfg: _Config, out: _Out) -> int:
-    from llmroute.keys.persist import KeyIndexFile
-
-    router = cfg.router(out, args.verbose, cache_dir=args.cache_dir)
-    async with router:
-        status = await router.key_status()
-    raw = cfg.raw_providers()
-    providers = router.config.models.providers
-    pools = [
-        name
-        for name, pconf in providers.items()
-        if pconf.uses_keys
-        and (isinstance(raw.get(name, {}).get("api_keys"), list) or len(pconf.keys) > 1)
-    ]
-    cache_dir = Path(args.cache_dir)
-    if not pools:
-        out.print(f"No provider in {cfg.models} has an api_keys pool; nothing rotates.")
-        return 0
-    out.print(f"Key pools (indexes in {cache_dir}/)")
-    for name in pools:
-        pconf = providers[name]
-        listed = _keys_listed(raw.get(name, {}))
-        n = len(pconf.keys)
-        file = KeyIndexFile(cache_dir, name)
-        out.print(
-            f"  {name}: {n} of {listed} keys set, rotation {pconf.rotation}, "
-            f"cooldown after a 429 without a hint {pconf.cooldown_seconds:g}s"
-        )
-        out.print(f"    index file  {file.path}: {_index_state(file.path, n)}")
-        info = status.get(name)
-        if info is None:
-            out.print("    no key is set, so nothing rotates (`llmroute check` says which to set)")
-            continue
-        out.print(f"    next key    {name}#{info['index']} (slots {', '.join(info['labels'])})")
-        cooling: dict[str, float] = info["cooling"]
-        if cooling:
-            for where, left in sorted(cooling.items()):
-                out.print(f"    cooling     {where}: {left:.0f}s left")
-        else:
-            out.print("    cooling     none")
-        disabled: list[str] = info["disabled"]
-        out.print(f"    disabled    {', '.join(disabled) if disabled else 'none'}")
-    out.print()
-    out.print(
-        "Cooldowns and disabled keys live in the router's state store (in memory by default), "
-        "so a fresh process sees only what it shares through a store; the index is on disk."
-    )
-    return 0
-
-
-def _index_state(path: Path, n_keys: int) -> str:
-    """What the index file says, in words, without trusting its content."""
-    try:
-        text = path.read_bytes()[:64].decode("ascii", errors="replace").strip()
-    except FileNotFoundError:
-        return "not written yet (starts at key 0)"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or type(exc).__name__}; starts at key 0)"
-    if not re.fullmatch(r"-?[0-9]+", text):
-        return "corrupt (starts at key 0)"
-    value = int(text)
-    if n_keys and not 0 <= value < n_keys:
-        return f"{value}, out of range for {n_keys} keys (starts at key 0)"
-    return str(value)
+    return asyncio.run(run_keys(args, cfg, out))
 
 
 # -- llmroute demo ---------------------------------------------------------------------------

@@ -7,8 +7,13 @@
         ├── PaidModelBlockedError     a paid model asked for directly while paid models are off
         ├── ProviderUnavailableError  a model asked for directly has no credentials / no binary
         ├── ProviderError             the provider's answer for a one-candidate request
-        └── RoutingError              every candidate was skipped or failed
+        │   └── StreamInterruptedError  a stream failed after its first chunk
+        ├── StoreError                the state store could not be reached: nothing was sent
+        └── RoutingError              every candidate was skipped or failed, or the budget ran out
             └── RateLimitedError      ... and every failure was a rate limit (local or remote)
+
+When `max_attempts` or the deadline ends a call, the message names that budget and
+`RequestError.not_tried` lists the candidates never reached (empty otherwise).
 
 Messages never contain an API key: the router scrubs every known secret from provider
 answers before they reach an exception, a log line or a trace row.
@@ -16,7 +21,7 @@ answers before they reach an exception, a log line or a trace row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "RoutingError",
+    "StoreError",
     "StreamInterruptedError",
     "UnknownTargetError",
 ]
@@ -57,22 +63,36 @@ class ConfigError(LLMRouteError):
 
 
 class UnknownTargetError(LLMRouteError, KeyError):
-    """The target is neither a model id nor a route name."""
+    """The target is neither a model id nor a route name.
 
-    def __init__(self, target: str) -> None:
+    `suggestions` holds the known targets closest to it (for "did you mean").
+    """
+
+    def __init__(self, target: str, known: Iterable[str] = ()) -> None:
+        from llmroute._hints import suggest
+
         self.target = target
+        self.suggestions: list[str] = suggest(target, known) if isinstance(target, str) else []
         super().__init__(target)
 
     def __str__(self) -> str:
-        return f"unknown target {self.target!r}: not a model id nor a route name"
+        text = f"unknown target {self.target!r}: not a model id nor a route name"
+        if self.suggestions:
+            listed = " or ".join(repr(s) for s in self.suggestions)
+            text += f" (did you mean {listed}?)"
+        return text
 
 
 class RequestError(LLMRouteError):
-    """A request could not be served. `attempts` is the routing trace up to the failure."""
+    """A request could not be served. `attempts` is the routing trace up to the failure;
+    `not_tried` the model ids of the chain never reached when a budget ended the call."""
 
-    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+    def __init__(
+        self, message: str, attempts: Sequence[Attempt] = (), *, not_tried: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.attempts: list[Attempt] = list(attempts)
+        self.not_tried: tuple[str, ...] = tuple(not_tried)
 
 
 class PaidModelBlockedError(RequestError):
@@ -97,8 +117,9 @@ class ProviderError(RequestError):
         status: int | None = None,
         provider: str | None = None,
         model: str | None = None,
+        not_tried: Sequence[str] = (),
     ) -> None:
-        super().__init__(message, attempts)
+        super().__init__(message, attempts, not_tried=not_tried)
         self.status = status
         self.provider = provider
         self.model = model
@@ -121,6 +142,14 @@ class StreamInterruptedError(ProviderError):
         self.delivered_chars = delivered_chars
 
 
+class StoreError(RequestError):
+    """The state store (SQLite file, Redis server) could not be reached or answered wrongly.
+
+    Raised before anything is sent: without the store there is no limit to keep, and an
+    unlimited request is never the fallback. The router works again once the store is back.
+    """
+
+
 class RoutingError(RequestError):
     """Every candidate of the chain was skipped or failed."""
 
@@ -133,7 +162,12 @@ class RateLimitedError(RoutingError):
     """
 
     def __init__(
-        self, message: str, attempts: Sequence[Attempt] = (), *, retry_after: float | None = None
+        self,
+        message: str,
+        attempts: Sequence[Attempt] = (),
+        *,
+        retry_after: float | None = None,
+        not_tried: Sequence[str] = (),
     ) -> None:
-        super().__init__(message, attempts)
+        super().__init__(message, attempts, not_tried=not_tried)
         self.retry_after = retry_after

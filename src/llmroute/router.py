@@ -1,82 +1,65 @@
-"""The Router: resolves a target to a chain of candidates and walks it.
+"""The Router: resolves a target to a chain of candidates and hands it to the walk.
 
-For each candidate: paid gate -> limiter (sleep or move on) -> key choice -> provider call,
-with same-candidate retries for transport errors, timeouts and 5xx. One budget governs the
-whole call: `max_attempts` counts every request sent and `deadline` bounds waits, retries
-and fallbacks together, so retries never multiply across layers.
+The pipeline lives in small parts, each built once here: `Admission` (the limiter, FIFO per
+bucket, in the store), one `KeyPool` per provider (rotation, cooldowns, disabled keys, in
+the store), the pure retry policy, the `Walk` shared by complete, stream and explain, and
+the `Recorder` that writes every trace row through the one `Redactor`.
 
-Everything a request needs is precomputed at construction (candidates, buckets, headers,
-labels); the per-request path reads no file, parses no YAML and compiles no pattern.
+Everything a request needs is precomputed at construction (candidates, buckets, labels);
+the per-request path reads no file, parses no YAML and compiles no pattern.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import os
+import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
+from llmroute._admission import Admission
 from llmroute._candidate import Candidate
-from llmroute._engine import Call, Engine, Served
-from llmroute._request import (
-    build_request,
-    estimate_prompt_tokens,
-)
-from llmroute._streaming import close_events, merge_events, open_stream
+from llmroute._explain import explain_chain, key_status
+from llmroute._lifecycle import LoopGuard
+from llmroute._prepare import prepare
+from llmroute._recorder import Call, Recorder
+from llmroute._redact import Redactor
+from llmroute._streaming import Opened, open_stream, relay
+from llmroute._walk import Walk
 from llmroute.clock import Clock, SystemClock
-from llmroute.config import ConfigSource, RouterConfig, load_config
-from llmroute.config._loader import read_env
-from llmroute.errors import (
-    PaidModelBlockedError,
-    ProviderError,
-    ProviderUnavailableError,
-    RoutingError,
-    StreamInterruptedError,
-    UnknownTargetError,
+from llmroute.config import (
+    DEFAULT_LIMITS,
+    DEFAULT_MODELS,
+    ConfigSource,
+    RouterConfig,
+    load_config,
+    read_env,
+    resolve_sources,
 )
-from llmroute.fallback import Failed, exhausted_error, skip_row, summary
+from llmroute.errors import UnknownTargetError
 from llmroute.gate import use_paid_models_from
-from llmroute.keys.rotation import KeyRing
-from llmroute.limiter.store import MemoryStore, StateStore
+from llmroute.keys.rotation import KeyPool
 from llmroute.providers import build_provider
-from llmroute.providers.base import (
-    AttemptFailed,
-    Message,
-    Provider,
-    ProviderRequest,
-    ProviderResponse,
-    StreamEvent,
-)
-from llmroute.trace import Chunk, Completion, ModelUsage, Usage
+from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
+from llmroute.stores import StateStore
+from llmroute.trace import Chunk, Completion, Explanation, ModelUsage
 
 if TYPE_CHECKING:
     # httpx is imported when the first HTTP provider is built, not with the router.
     import httpx
 
     from llmroute.keys.persist import KeyIndexPersister
-    from llmroute.providers._http import HttpClient
 
 __all__ = ["Router"]
 
-logger = logging.getLogger("llmroute")
-
-_DEFAULT_MODELS: Final = "config/models.yaml"
-_DEFAULT_LIMITS: Final = "config/limits.yaml"
-RATE_LIMITED: Final = frozenset({"rate_limited_local", "rate_limited_remote", "keys_exhausted"})
-
-_T = TypeVar("_T")
+# Defaults that fall back to the shipped catalogue when missing (config.resolve_sources).
+_DEFAULT_MODELS: Final = DEFAULT_MODELS
 
 
-class _Default(str):
-    """A default path that may be missing without complaint (only limits.yaml uses it)."""
-
-
-_DEFAULT_LIMITS_PATH: Final = _Default(_DEFAULT_LIMITS)
+_DEFAULT_LIMITS_PATH: Final = DEFAULT_LIMITS
 
 
 class Router:
@@ -96,7 +79,8 @@ class Router:
         use_paid_models: None reads `USE_PAID_MODELS`; a bool overrides it.
         http_client: an `httpx.AsyncClient` to use (the router closes only its own); by
             default the router's own aiohttp-backed client.
-        store: the state store for limiter windows and cooldowns (default: in memory).
+        store: the state store for limiter windows, cooldowns and key state (default: in
+            memory).
         clock: `now()`, `time()` and `async sleep()`; default the real clock.
 
     Raises:
@@ -111,13 +95,12 @@ class Router:
         env_file: str | os.PathLike[str] | None = ".env",
         cache_dir: str | os.PathLike[str] = ".cache",
         use_paid_models: bool | None = None,
-        http_client: HttpClient | httpx.AsyncClient | None = None,
+        http_client: httpx.AsyncClient | Any | None = None,
         store: StateStore | None = None,
         clock: Clock | None = None,
     ) -> None:
         env = read_env(env_file)
-        if isinstance(limits, _Default) and not Path(limits).is_file():
-            limits = None
+        models, limits = resolve_sources(models, limits)
         self.config: RouterConfig = load_config(models, limits, env=env)
         self.use_paid_models = (
             use_paid_models if use_paid_models is not None else use_paid_models_from(env)
@@ -127,18 +110,17 @@ class Router:
         self._mono: Callable[[], float] = (
             time.monotonic if type(self._clock) is SystemClock else self._clock.now
         )
-        self._store: StateStore = store if store is not None else self._default_store()
+        self._store: StateStore = store if store is not None else self._default_store(cache_dir)
         self._own_store = store is None
+        store_now = self._clock.time if self._store.uses_wall_clock else self._mono
         self._http_client = http_client
         self._own_client = http_client is None
         self._cache_dir = Path(cache_dir)
         self._persisters: list[KeyIndexPersister] = []
-        self._keyrings: dict[str, KeyRing] = {}
+        self._pools: dict[str, KeyPool] = {}
         self._providers: dict[str, Provider] = {}
-        secrets = self._build_providers()
-        self._engine = Engine(
-            store=self._store, clock=self._clock, mono=self._mono, secrets=secrets
-        )
+        self._redact = Redactor(self._secrets())
+        self._build_providers()
         strategy = self.config.limits.strategy
         self._max_attempts = strategy.max_attempts
         self._default_deadline = strategy.deadline_seconds
@@ -150,7 +132,7 @@ class Router:
                 model,
                 self._providers[pconf.name],
                 pconf,
-                self._keyrings.get(pconf.name),
+                self._pools.get(pconf.name),
                 self.config.limits.for_model(model.id),
                 strategy.on_limit,
                 strategy.max_wait_seconds,
@@ -161,31 +143,39 @@ class Router:
             self._chains[model.id] = tuple(self._candidates[i] for i in ids)
         for route, ids in self.config.models.routes.items():
             self._chains[route] = tuple(self._candidates[i] for i in ids)
+        self._admission = Admission(self._store, self._clock, self._mono, store_now)
+        self._recorder = Recorder(self._mono, self._redact)
+        self._walk = Walk(
+            store=self._store,
+            admission=self._admission,
+            recorder=self._recorder,
+            clock=self._clock,
+            mono=self._mono,
+            store_now=store_now,
+            use_paid_models=self.use_paid_models,
+            rng=random.Random(),
+        )
         self._runner: asyncio.Runner | None = None
-        self._closed = False
+        self._guard = LoopGuard(self._new_loop)
 
-    def _default_store(self) -> StateStore:
-        state = self.config.limits.state
-        if state.backend == "redis":
-            from llmroute.errors import ConfigError
+    def _default_store(self, cache_dir: str | os.PathLike[str]) -> StateStore:
+        """The store `limits.yaml`'s `state:` names (memory, SQLite or Redis)."""
+        from llmroute.stores.factory import build_store
 
-            raise ConfigError(
-                [
-                    "limits: state.backend: the redis backend is not available in this "
-                    "version; use {backend: memory} or pass store="
-                ]
-            )
-        return MemoryStore()
+        return build_store(self.config.limits.state, cache_dir)
 
-    def _build_providers(self) -> tuple[str, ...]:
-        """Build adapters and key rings; return every secret, for scrubbing."""
-        secrets: list[str] = []
+    def _secrets(self) -> list[str]:
+        """Every secret the config knows, for the one redactor."""
+        found: set[str] = set(getattr(self.config, "secrets", ()) or ())
         for pconf in self.config.models.providers.values():
-            self._providers[pconf.name] = build_provider(
-                pconf, get_client=self._client, clock=self._clock
-            )
-            secrets.extend(s.reveal() for s in pconf.keys)
-            secrets.extend(v for k, v in pconf.env.items() if _looks_secret(k) and v)
+            found.update(s.reveal() for s in pconf.keys)
+            found.update(v for k, v in pconf.env.items() if _looks_secret(k) and v)
+        return sorted(found)
+
+    def _build_providers(self) -> None:
+        """Build adapters and key pools."""
+        for pconf in self.config.models.providers.values():
+            self._providers[pconf.name] = self._new_provider(pconf.name)
             if not pconf.keys:
                 continue
             start = 0
@@ -198,16 +188,20 @@ class Router:
                 persister = KeyIndexPersister(file)
                 self._persisters.append(persister)
                 on_move = persister.mark
-            self._keyrings[pconf.name] = KeyRing(
+            self._pools[pconf.name] = KeyPool(
                 pconf.name,
                 [s.reveal() for s in pconf.keys],
+                self._store,
                 strategy=pconf.rotation,
                 start=start,
                 on_move=on_move,
             )
-        return tuple(secrets)
 
-    def _client(self) -> HttpClient:
+    def _new_provider(self, name: str) -> Provider:
+        pconf = self.config.models.providers[name]
+        return build_provider(pconf, get_client=self._client, clock=self._clock)
+
+    def _client(self) -> Any:
         client = self._http_client
         if client is None:
             client = self._http_client = _default_client()
@@ -234,9 +228,9 @@ class Router:
 
     async def aclose(self) -> None:
         """Release connections, flush key indexes, stop CLI work. Safe to call twice."""
-        if self._closed:
+        if self._guard.closed:
             return
-        self._closed = True
+        self._guard.closed = True
         for persister in self._persisters:
             await persister.flush()
         for provider in self._providers.values():
@@ -264,8 +258,16 @@ class Router:
             self._runner.run(self.aclose())
             self._runner.close()
             self._runner = None
-        elif not self._closed:
+        elif not self._guard.closed:
             asyncio.run(self.aclose())
+
+    def _new_loop(self) -> None:
+        # Loop-bound parts (the CLI providers' semaphores, waiting lines) start afresh.
+        self._admission.reset_loop()
+        for name in self._providers:
+            self._providers[name] = self._new_provider(name)
+        for cand in self._candidates.values():
+            cand.provider = self._providers[cand.provider_name]
 
     # -- introspection -----------------------------------------------------------------
 
@@ -275,10 +277,13 @@ class Router:
 
     def chain(self, target: str) -> tuple[str, ...]:
         """The model ids `target` resolves to, in order."""
+        return tuple(c.id for c in self._chain(target))
+
+    def _chain(self, target: str) -> tuple[Candidate, ...]:
         chain = self._chains.get(target)
         if chain is None:
-            raise UnknownTargetError(target)
-        return tuple(c.id for c in chain)
+            raise UnknownTargetError(target, self._chains)
+        return chain
 
     def unavailable(self) -> dict[str, str]:
         """Model id -> why it cannot be used now (missing keys, binary, refused keys)."""
@@ -291,31 +296,12 @@ class Router:
 
     async def key_status(self) -> dict[str, dict[str, Any]]:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
-        (`{"model#slot": seconds left}`); never a secret."""
-        now = self._engine.store_now()
-        out: dict[str, dict[str, Any]] = {}
-        for name, ring in self._keyrings.items():
-            cooling: dict[str, float] = {}
-            for cand in self._candidates.values():
-                if cand.keyring is not ring:
-                    continue
-                for slot, cname in enumerate(cand.cooldown_names):
-                    left = await self._store.cooldown_until(cname) - now
-                    if left > 0:
-                        cooling[f"{cand.id} {ring.labels[slot]}"] = left
-            out[name] = {
-                "keys": len(ring),
-                "index": ring.index,
-                "strategy": ring.strategy,
-                "labels": list(ring.labels),
-                "disabled": [ring.labels[i] for i in sorted(ring.disabled)],
-                "cooling": cooling,
-            }
-        return out
+        (`{"model slot": seconds left}`); never a secret."""
+        return await key_status(self._walk, self._pools, self._candidates.values())
 
     def usage(self) -> dict[str, ModelUsage]:
         """Per model: requests sent, tokens, errors and cost since the router was built."""
-        return self._engine.usage()
+        return self._recorder.usage()
 
     # -- the request path -----------------------------------------------------------------
 
@@ -328,9 +314,12 @@ class Router:
         temperature: float | None = None,
         top_p: float | None = None,
         stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> Completion:
         """Serve one request through the target's chain.
 
@@ -339,17 +328,28 @@ class Router:
             PaidModelBlockedError, ProviderUnavailableError, ProviderError, RateLimitedError:
                 a one-candidate request's own failure.
             RoutingError / RateLimitedError: every candidate was skipped or failed.
+            StoreError: the state store could not be reached (nothing was sent).
         """
-        call, request, cost = self._begin(
-            target, deadline, build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-        )
-        cand, served = await self._walk(target, call, request, cost, timeout, _send_complete)
-        response = served.result
-        usage = self._engine.usage_of(cand, response.usage, request, cost)
-        if served.ticket is not None and usage.total_tokens != cost:
-            await self._store.settle(served.ticket, usage.total_tokens)
-        latency = self._engine.record_ok(cand, call, served, usage)
-        self._log_request(target, cand.id, call, usage, latency)
+        chain = self._chain(target)
+        request, needs, tokens = prepare(
+            self._completion_estimate,
+            prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
+            response_format, extra_body,
+        )  # fmt: skip
+        self._guard.enter()
+        try:
+            call = self._new_call(target, deadline)
+            cand, served = await self._walk.run(
+                chain, call, request, needs, tokens, timeout, _send_complete
+            )
+            response = served.result
+            usage, cost, pending = self._walk.finish(
+                cand, call, served, response.usage, request, tokens
+            )
+            if pending is not None:
+                await pending
+        finally:
+            self._guard.leave()
         return Completion(
             text=response.text,
             model=cand.id,
@@ -359,49 +359,46 @@ class Router:
             latency_ms=(self._mono() - call.start) * 1000.0,
             attempts=call.attempts,
             raw=response.raw,
+            cost=cost,
+            tool_calls=list(response.tool_calls),
         )
-
-    def _begin(
-        self, target: str, deadline: float | None, request: ProviderRequest
-    ) -> tuple[Call, ProviderRequest, int]:
-        if target not in self._chains:
-            raise UnknownTargetError(target)
-        estimate = estimate_prompt_tokens(request.messages) + (
-            request.max_tokens if request.max_tokens is not None else self._completion_estimate
-        )
-        return self._new_call(deadline), request, estimate
-
-    async def _walk(
-        self,
-        target: str,
-        call: Call,
-        request: ProviderRequest,
-        cost: int,
-        timeout: float | None,
-        send: Callable[[Provider, ProviderRequest, str | None], Awaitable[_T]],
-    ) -> tuple[Candidate, Served[_T]]:
-        """Try the chain's candidates in order until one is served; raise when none is."""
-        chain = self._chains[target]
-        failures: list[Failed] = []
-        for cand in chain:
-            if not self._admissible(cand, call, single=len(chain) == 1):
-                continue
-            if call.spent(self._mono()):
-                break
-            served = await self._engine.serve(cand, call, request, cost, timeout, send)
-            if isinstance(served, Failed):
-                failures.append(served)
-                continue
-            return cand, served
-        raise self._exhausted(target, chain, call, failures)
 
     def complete_sync(
-        self, target: str, prompt: str | Sequence[Message], **kwargs: Any
+        self,
+        target: str,
+        prompt: str | Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> Completion:
         """`complete` for scripts without an event loop; call `close()` when done."""
+        self._guard.check_sync()
         if self._runner is None:
             self._runner = asyncio.Runner()
-        return self._runner.run(self.complete(target, prompt, **kwargs))
+        return self._runner.run(
+            self.complete(
+                target,
+                prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                tools=tools,
+                tool_choice=tool_choice,
+                response_format=response_format,
+                timeout=timeout,
+                deadline=deadline,
+                extra_body=extra_body,
+            )
+        )
 
     async def stream(
         self,
@@ -412,138 +409,79 @@ class Router:
         temperature: float | None = None,
         top_p: float | None = None,
         stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[Chunk]:
         """Stream one request: chunks as they arrive; the last carries finish_reason, usage,
         model and attempts. Falls back to the next candidate only before the first chunk;
-        a failure after it raises `StreamInterruptedError`."""
-        call, request, cost = self._begin(
-            target, deadline, build_request(prompt, max_tokens, temperature, top_p, stop, extra)
-        )
-        cand, served = await self._walk(target, call, request, cost, timeout, open_stream)
-        events, first = served.result
-        relay = self._relay(target, cand, call, served, request, cost, events, first)
+        a failure after it (a gap over `timeout`, the deadline) raises
+        `StreamInterruptedError`."""
+        chain = self._chain(target)
+        request, needs, tokens = prepare(
+            self._completion_estimate,
+            prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
+            response_format, extra_body,
+        )  # fmt: skip
+        self._guard.enter()
         try:
-            async for chunk in relay:
-                yield chunk
+            call = self._new_call(target, deadline)
+            cand, served = await self._walk.run(
+                chain, call, request, needs, tokens, timeout, _open_stream
+            )
+            gap = timeout if timeout is not None else cand.provider_config.timeout
+            chunks = relay(self._walk, cand, call, served, request, tokens, gap)
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                # A consumer that stops early closes the upstream at once, not at GC time.
+                await chunks.aclose()
         finally:
-            # A consumer that stops early closes the upstream at once, not at GC time.
-            await relay.aclose()
+            self._guard.leave()
 
-    async def _relay(
+    async def explain(
         self,
         target: str,
-        cand: Candidate,
-        call: Call,
-        served: Served[Any],
-        request: ProviderRequest,
-        cost: int,
-        events: AsyncIterator[StreamEvent],
-        first: StreamEvent,
-    ) -> AsyncGenerator[Chunk, None]:
-        delivered = 0
-        final: StreamEvent | None = None
-        finished = False
+        prompt: str | Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """What a request sent now would meet at each candidate of the chain: skipped and
+        why, the key slot it would use, the local wait, a cooldown. Nothing is sent,
+        charged or changed."""
+        chain = self._chain(target)
+        _request, needs, tokens = prepare(
+            self._completion_estimate,
+            prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
+            response_format, extra_body,
+        )  # fmt: skip
+        self._guard.enter()
         try:
-            event: StreamEvent | None = first
-            while event is not None:
-                if event.finish_reason is not None or event.usage is not None:
-                    final = event if final is None else merge_events(final, event)
-                if event.text:
-                    delivered += len(event.text)
-                    yield Chunk(text=event.text)
-                try:
-                    event = await events.__anext__()
-                except StopAsyncIteration:
-                    event = None
-            finished = True
-        except AttemptFailed as exc:
-            message = self._engine.scrub(exc.message)
-            self._engine.count(cand, error=True)
-            call.attempts.append(
-                self._engine.attempt(
-                    cand, served.slot, exc.kind, exc.status, served.started, message
-                )
-            )
-            raise StreamInterruptedError(
-                f"{cand.id}: stream failed after {delivered} characters: {message}",
-                call.attempts,
-                status=exc.status,
-                provider=cand.provider_name,
-                model=cand.id,
-                delivered_chars=delivered,
-            ) from None
+            return await explain_chain(self._walk, target, chain, needs, tokens)
         finally:
-            if not finished:
-                await close_events(events)
-                if served.ticket is not None and not delivered:
-                    await self._store.release(served.ticket)
-        usage = self._engine.usage_of(cand, final.usage if final else None, request, cost)
-        if served.ticket is not None and usage.total_tokens != cost:
-            await self._store.settle(served.ticket, usage.total_tokens)
-        latency = self._engine.record_ok(cand, call, served, usage)
-        self._log_request(target, cand.id, call, usage, latency)
-        yield Chunk(
-            text="",
-            finish_reason=final.finish_reason if final else None,
-            usage=usage,
-            model=cand.id,
-            attempts=call.attempts,
-        )
+            self._guard.leave()
 
-    # -- pipeline stages -------------------------------------------------------------------
+    # -- request preparation -----------------------------------------------------------------
 
-    def _new_call(self, deadline: float | None) -> Call:
-        start = self._mono()
+    def _new_call(self, target: str, deadline: float | None) -> Call:
         budget = deadline if deadline is not None else self._default_deadline
-        return Call(start, self._max_attempts, start + budget if budget is not None else math.inf)
-
-    def _admissible(self, cand: Candidate, call: Call, *, single: bool) -> bool:
-        """The paid gate and availability: record a skip, or raise for a direct request."""
-        if cand.paid and not self.use_paid_models:
-            call.attempts.append(
-                skip_row(cand, "skipped_paid", "paid model; USE_PAID_MODELS is off")
-            )
-            if single:
-                raise PaidModelBlockedError(
-                    f"{cand.id} is a paid model and paid models are off "
-                    "(set USE_PAID_MODELS=true or Router(use_paid_models=True))",
-                    call.attempts,
-                )
-            return False
-        reason = cand.unavailable_reason()
-        if reason:
-            call.attempts.append(skip_row(cand, "skipped_unavailable", reason))
-            if single:
-                raise ProviderUnavailableError(f"{cand.id} is unavailable: {reason}", call.attempts)
-            return False
-        return True
-
-    def _log_request(
-        self, target: str, model: str, call: Call, usage: Usage, latency_ms: float
-    ) -> None:
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "%s -> %s ok: %d tokens%s, %.0f ms, attempts: %s",
-                target,
-                model,
-                usage.total_tokens,
-                " (estimated)" if usage.estimated else "",
-                (self._mono() - call.start) * 1000.0,
-                summary(call.attempts),
-            )
-
-    def _exhausted(
-        self, target: str, chain: Sequence[Candidate], call: Call, failures: list[Failed]
-    ) -> RoutingError | ProviderError:
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s failed: %s", target, summary(call.attempts) or "nothing was tried")
-        return exhausted_error(target, chain, call.attempts, failures)
+        return Call(target, self._mono(), self._max_attempts, budget)
 
 
-def _default_client() -> HttpClient:
+def _default_client() -> Any:
     # httpx.AsyncClient costs ~100 us of CPU per request before any transport runs; this
     # look-alike answers the same calls on aiohttp's pool (bench/results/latest.md).
     from llmroute._transport import AiohttpClient
@@ -557,6 +495,12 @@ def _send_complete(
     # A plain function handing back the adapter's coroutine: one frame less on every
     # resume of the request's await chain.
     return provider.complete(request, key)
+
+
+def _open_stream(
+    provider: Provider, request: ProviderRequest, key: str | None
+) -> Awaitable[Opened]:
+    return open_stream(provider, request, key)
 
 
 def _looks_secret(name: str) -> bool:

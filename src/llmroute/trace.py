@@ -5,12 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Attempt", "Chunk", "Completion", "ModelUsage", "Outcome", "Usage"]
+__all__ = [
+    "Attempt",
+    "CandidateExplanation",
+    "Chunk",
+    "Completion",
+    "ExplainOutcome",
+    "Explanation",
+    "ModelUsage",
+    "Outcome",
+    "ToolCall",
+    "Usage",
+]
 
 Outcome = Literal[
     "ok",
     "skipped_paid",
     "skipped_unavailable",
+    "skipped_capability",
+    "skipped_context",
     "rate_limited_local",
     "rate_limited_remote",
     "keys_exhausted",
@@ -49,6 +62,37 @@ class Attempt:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for.
+
+    `arguments` is the JSON text exactly as the model wrote it: models can write invalid JSON,
+    so parse it yourself and keep the original. Gemini issues no ids of its own on most
+    models; such calls get a generated one, which the next request may quote back as
+    `tool_call_id`.
+    """
+
+    id: str
+    name: str
+    arguments: str
+    #: Gemini's opaque `thoughtSignature` for this call, which must go back with it on the
+    #: next turn; None elsewhere. Carried so a history rebuilt from `to_dict()` keeps it.
+    thought_signature: str | None = field(default=None, repr=False, compare=False, kw_only=True)
+
+    def to_dict(self) -> dict[str, object]:
+        """The call as an entry of an assistant message's `tool_calls` (OpenAI shape)."""
+        call: dict[str, object] = {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+        if self.thought_signature is not None:
+            # Google's own OpenAI-compatible endpoint carries the signature in this field;
+            # llmroute strips it before any other provider sees the message.
+            call["extra_content"] = {"google": {"thought_signature": self.thought_signature}}
+        return call
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """The answer to `Router.complete`."""
@@ -56,6 +100,7 @@ class Completion:
     text: str
     model: str
     provider: str
+    #: normalised: `stop`, `length`, `tool_calls` or `content_filter`
     finish_reason: str | None
     usage: Usage
     #: the whole call, waits included
@@ -63,6 +108,22 @@ class Completion:
     attempts: list[Attempt]
     #: the provider's parsed answer
     raw: object = field(default=None, repr=False)
+    #: the functions the model asked to call, in its order (`text` may then be "")
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    #: this request's cost by the model's `price`; None when the model has no price
+    cost: float | None = None
+
+    def message(self) -> dict[str, object]:
+        """This answer as the assistant message to append to the conversation."""
+        return {
+            "role": "assistant",
+            "content": self.text if self.text or not self.tool_calls else None,
+            **(
+                {"tool_calls": [call.to_dict() for call in self.tool_calls]}
+                if self.tool_calls
+                else {}
+            ),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +135,8 @@ class Chunk:
     usage: Usage | None = None
     model: str | None = None
     attempts: list[Attempt] | None = None
+    #: on the last chunk: every tool call of the answer, assembled and complete
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,3 +156,67 @@ class ModelUsage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+ExplainOutcome = Literal[
+    "would_send",
+    "skipped_paid",
+    "skipped_unavailable",
+    "skipped_capability",
+    "skipped_context",
+    "rate_limited_local",
+    "keys_exhausted",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandidateExplanation:
+    """What a request sent now would meet at one candidate (`Router.explain`)."""
+
+    model: str
+    provider: str
+    outcome: ExplainOutcome
+    #: the key slot it would use (`{provider}#{i}`), never the secret
+    key: str | None = None
+    #: seconds the local limiter would make it wait (inf: it can never fit)
+    wait_s: float = 0.0
+    #: seconds until the soonest of its keys (or the model) stops cooling down
+    cooldown_s: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """The resolved chain of a target and, per candidate, what a request would meet."""
+
+    target: str
+    chain: tuple[str, ...]
+    candidates: tuple[CandidateExplanation, ...]
+
+    def __str__(self) -> str:
+        head = ("model", "provider", "outcome", "key", "wait", "cooldown", "reason")
+        rows = [head]
+        for c in self.candidates:
+            rows.append(
+                (
+                    c.model,
+                    c.provider,
+                    c.outcome,
+                    c.key or "-",
+                    _seconds(c.wait_s),
+                    _seconds(c.cooldown_s),
+                    c.reason or "",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+        lines = [f"{self.target}: {' > '.join(self.chain)}"]
+        for r in rows:
+            cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
+            lines.append("  ".join([*cells, r[-1]]).rstrip())
+        return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    if value == float("inf"):
+        return "never"
+    return f"{value:.1f}s" if value else "-"

@@ -1,7 +1,7 @@
 """Claude Code and Codex adapters against fake executables that print the real CLIs' output.
 
 Each fake is a small Python script put on PATH as `claude` or `codex`. Like the real CLIs
-(PROVIDERS.md 7.6) it reads its prompt from stdin until EOF before answering, so every test
+(docs/providers.md 7.6) it reads its prompt from stdin until EOF before answering, so every test
 also proves that stdin gets closed.
 """
 
@@ -38,7 +38,7 @@ CLAUDE_STREAM = (
 )
 CODEX = ("codex", "exec", "--json", "--skip-git-repo-check", "--model", "{model}", "-")
 
-# PROVIDERS.md 9.6
+# docs/providers.md 9.6
 CLAUDE_SUCCESS = (
     '{"type":"result","subtype":"success","is_error":false,"duration_ms":2210,'
     '"duration_api_ms":1980,"num_turns":1,"result":"Paris.","stop_reason":"end_turn",'
@@ -108,7 +108,7 @@ CLAUDE_RATE_LIMITED_STREAM = "\n".join(
     ]
 )
 
-# PROVIDERS.md 9.5
+# docs/providers.md 9.5
 CODEX_HEAD = (
     '{"type":"thread.started","thread_id":"0199f0aa-1111-7222-8333-944455556666"}\n'
     '{"type":"turn.started"}\n'

@@ -325,10 +325,8 @@ async def test_thought_parts_are_skipped_and_total_summed_when_absent(harness: H
         ("PROHIBITED_CONTENT", "content_filter"),
         ("SPII", "content_filter"),
         ("IMAGE_SAFETY", "content_filter"),
-        ("LANGUAGE", "language"),
-        ("OTHER", "other"),
-        ("MALFORMED_FUNCTION_CALL", "malformed_function_call"),
-        ("FINISH_REASON_UNSPECIFIED", "other"),
+        ("IMAGE_OTHER", "content_filter"),
+        ("LANGUAGE", "content_filter"),
     ],
 )
 async def test_finish_reason_mapping(harness: Harness, raw: str, mapped: str) -> None:
@@ -338,6 +336,32 @@ async def test_finish_reason_mapping(harness: Harness, raw: str, mapped: str) ->
     response = await harness.provider.complete(simple_request(), KEY)
     assert response.finish_reason == mapped
     assert response.usage is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "retryable"),
+    [
+        # the model wrote a broken or unwanted call: another try may do better
+        ("MALFORMED_FUNCTION_CALL", "server_error", True),
+        ("UNEXPECTED_TOOL_CALL", "server_error", True),
+        ("TOO_MANY_TOOL_CALLS", "server_error", True),
+        # the request itself is at fault (or the reason is unknown): no retry
+        ("MISSING_THOUGHT_SIGNATURE", "client_error", False),
+        ("OTHER", "client_error", False),
+        ("FINISH_REASON_UNSPECIFIED", "client_error", False),
+        ("SOMETHING_NEW", "client_error", False),
+    ],
+)
+async def test_finish_reasons_that_are_failed_attempts(
+    harness: Harness, raw: str, kind: str, retryable: bool
+) -> None:
+    harness.reply(
+        200, {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": raw}]}
+    )
+    with pytest.raises(AttemptFailed) as info:
+        await harness.provider.complete(simple_request(), KEY)
+    assert (info.value.kind, info.value.retryable) == (kind, retryable)
+    assert raw in info.value.message
 
 
 # Failures

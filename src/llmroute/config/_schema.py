@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "CAPABILITIES",
     "DEFAULT_COMPLETION_ESTIMATE",
     "DEFAULT_COOLDOWN_SECONDS",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_WAIT_SECONDS",
     "DEFAULT_RETRIES",
+    "DEFAULT_STATE_PREFIX",
     "DEFAULT_TIMEOUT",
     "LimitSpec",
     "LimitsConfig",
@@ -24,6 +26,7 @@ __all__ = [
     "ProviderType",
     "RouterConfig",
     "Secret",
+    "StateBackend",
     "StateConfig",
     "Strategy",
 ]
@@ -40,6 +43,9 @@ DEFAULT_MAX_CONCURRENCY = 2
 DEFAULT_MAX_WAIT_SECONDS = 10.0
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_COMPLETION_ESTIMATE = 256
+MASK = "***"
+#: what a model may accept beyond text (`capabilities:` in models.yaml)
+CAPABILITIES = ("json", "tools", "vision")
 
 
 class Secret:
@@ -84,6 +90,24 @@ class ProviderConfig:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    #: the keys and every `${VAR}` value interpolated into headers, env or base_url
+    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        # Header and env values may carry credentials: only their names are shown.
+        base_url = MASK if self.base_url in self.secrets else self.base_url
+        command = tuple(
+            MASK if any(s and s in arg for s in self.secrets) else arg for arg in self.command
+        )
+        return (
+            f"ProviderConfig(name={self.name!r}, type={self.type!r}, base_url={base_url!r}, "
+            f"keys={len(self.keys)}, headers={_masked(self.headers)}, "
+            f"env={_masked(self.env)}, command={command!r}, paid={self.paid!r})"
+        )
+
+
+def _masked(values: Mapping[str, str]) -> dict[str, str]:
+    return dict.fromkeys(values, MASK)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +127,11 @@ class ModelConfig:
     price: Price | None = None
     #: resolved chain entries (model ids), route names already expanded
     fallbacks: tuple[str, ...] = ()
+    #: what the model accepts beyond text (`tools`, `vision`, `json`); None: what its
+    #: provider type supports
+    capabilities: frozenset[str] | None = None
+    #: the catalogue's note that the provider retired the model (still callable), else None
+    retired: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +140,9 @@ class ModelsConfig:
     models: Mapping[str, ModelConfig]
     #: route name -> model ids, nested route names already expanded
     routes: Mapping[str, tuple[str, ...]]
+    #: every secret the providers hold (keys, `${VAR}` values in headers, env, base_url),
+    #: for the one Redactor
+    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +168,19 @@ class Strategy:
     deadline_seconds: float | None = None
 
 
+StateBackend = Literal["memory", "sqlite", "redis"]
+DEFAULT_STATE_PREFIX = "llmroute"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig:
-    backend: Literal["memory", "redis"] = "memory"
+    backend: StateBackend = "memory"
+    #: redis: the server URL (may carry a password)
     url: Secret | None = None
+    #: sqlite: the database file; None: `{cache_dir}/llmroute.sqlite3`
+    path: str | None = None
+    #: redis: the prefix of every key, so routers that must not share state can share a server
+    prefix: str = DEFAULT_STATE_PREFIX
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +189,8 @@ class LimitsConfig:
     strategy: Strategy = field(default_factory=Strategy)
     completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE
     state: StateConfig = field(default_factory=StateConfig)
+    #: follow the providers' own rate-limit headers
+    learn_from_headers: bool = True
     models: Mapping[str, LimitSpec] = field(default_factory=dict)
 
     def for_model(self, model_id: str) -> LimitSpec:
@@ -158,3 +201,9 @@ class LimitsConfig:
 class RouterConfig:
     models: ModelsConfig
     limits: LimitsConfig
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Every secret of both files: what the Redactor must know."""
+        url = self.limits.state.url
+        return self.models.secrets | ({url.reveal()} if url is not None else frozenset())

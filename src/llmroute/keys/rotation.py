@@ -1,54 +1,93 @@
-"""Which key a request uses next: the rotation policy, pure and in memory.
+"""The key pool of one provider: which key slot a request uses, and the keys' state.
 
-`round_robin` starts at the persisted index and moves one past every key it hands out, so
-concurrent requests spread over the pool; `failover` stays on a key until it fails. Keys
-that are cooling down (decided by the caller, who owns the clock and the store) or disabled
-(refused by the provider) are passed over.
+`round_robin` starts at the index and moves one past every key it hands out, so concurrent
+requests spread over the keys; `failover` stays on a key until it fails. Keys that are
+cooling down or disabled are passed over. Every piece of state lives in the store:
+
+- cooldowns, named per model and slot (`cooldown:{model}#{slot}`): Gemini quotas are per
+  model and project, so a 429 cools that model on that key only;
+- disabled keys, by fingerprint (a short SHA-256 of the key, never the key), so a key that
+  is replaced in the config starts enabled;
+- the rotation index (a shared store hands it out atomically, so processes spread over the
+  keys too); the `.keyidx` file mirrors it for the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-__all__ = ["KeyRing"]
+from llmroute.stores.base import StateStore
 
-logger = logging.getLogger(__name__)
+__all__ = ["KeyPool", "fingerprint"]
+
+logger = logging.getLogger("llmroute.keys.rotation")
 
 
-class KeyRing:
-    """The keys of one provider and where its rotation stands.
+def fingerprint(secret: str) -> str:
+    """A short, stable name for a key that does not reveal it."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
-    `on_move(index)` is told the index after every `take` (even an unchanged one) and every
-    other move; the persister writes it behind the request and skips unchanged values.
+
+class KeyPool:
+    """The keys of one provider (one slot with no secret for a provider without keys).
+
+    `on_move(index)` is told the index after every `take` and every other move; the
+    `.keyidx` persister writes it behind the request and skips unchanged values.
     """
 
-    __slots__ = ("_disabled", "_index", "_on_move", "labels", "provider", "secrets", "strategy")
+    __slots__ = (
+        "_disabled",
+        "_index",
+        "_loaded",
+        "_on_move",
+        "_set_index_nowait",
+        "fingerprints",
+        "labels",
+        "provider",
+        "secrets",
+        "store",
+        "strategy",
+    )
 
     def __init__(
         self,
         provider: str,
-        secrets: Sequence[str],
+        secrets: Sequence[str | None],
+        store: StateStore,
         *,
         strategy: Literal["round_robin", "failover"] = "round_robin",
         start: int = 0,
         on_move: Callable[[int], None] | None = None,
+        labels: Sequence[str | None] | None = None,
     ) -> None:
         self.provider = provider
-        self.secrets = tuple(secrets)
-        self.labels = tuple(f"{provider}#{i}" for i in range(len(self.secrets)))
+        self.secrets: tuple[str | None, ...] = tuple(secrets)
+        self.labels: tuple[str | None, ...] = (
+            tuple(labels)
+            if labels is not None
+            else tuple(f"{provider}#{i}" for i in range(len(self.secrets)))
+        )
+        self.fingerprints = tuple(fingerprint(s) if s else "" for s in self.secrets)
         self.strategy = strategy
+        self.store = store
         self._index = start if 0 <= start < len(self.secrets) else 0
         self._disabled: set[int] = set()
         self._on_move = on_move
+        self._set_index_nowait: Callable[[str, int], None] | None = getattr(
+            store, "set_index_nowait", None
+        )
+        # A store of this process only starts empty: nothing to read back.
+        self._loaded = not store.shared
 
     def __len__(self) -> int:
         return len(self.secrets)
 
     def __repr__(self) -> str:
         return (
-            f"KeyRing({self.provider!r}, keys={len(self.secrets)}, index={self._index}, "
+            f"KeyPool({self.provider!r}, keys={len(self.secrets)}, index={self._index}, "
             f"disabled={sorted(self._disabled)})"
         )
 
@@ -64,44 +103,104 @@ class KeyRing:
     def usable(self) -> bool:
         return len(self._disabled) < len(self.secrets)
 
-    def order(self) -> list[int]:
-        """Enabled slots in the order to try them, starting at the current index."""
+    @property
+    def multi(self) -> bool:
+        return len(self.secrets) > 1
+
+    def enabled_count(self) -> int:
+        return len(self.secrets) - len(self._disabled)
+
+    async def load(self) -> None:
+        """Read what a shared store already holds: disabled keys and the live index."""
+        if self._loaded:
+            return
+        self._loaded = True
+        refused = await self.store.disabled_keys(self.provider)
+        self._disabled.update(i for i, f in enumerate(self.fingerprints) if f in refused)
+        stored = await self.store.get_index(self.provider)
+        if stored is None:
+            await self.store.set_index(self.provider, self._index)
+        elif 0 <= stored < len(self.secrets):
+            self._index = stored
+
+    async def order(self) -> list[int]:
+        """Enabled slots in the order to try them, starting where the rotation stands."""
         n = len(self.secrets)
+        if n == 1:
+            return [] if self._disabled else [0]
+        if self.store.shared:
+            await self.load()
+            if self.strategy == "round_robin":
+                # Fetch-and-advance: processes sharing the store spread over the keys.
+                self._index = await self.store.rotate_index(self.provider, n)
+            else:
+                stored = await self.store.get_index(self.provider)
+                if stored is not None and 0 <= stored < n:
+                    self._index = stored
+        return self.order_now()
+
+    async def peek_order(self) -> list[int]:
+        """`order` as a request sent now would see it, changing nothing (for `explain`): a
+        shared store's index is read, never advanced."""
         start = self._index
-        return [(start + i) % n for i in range(n) if (start + i) % n not in self._disabled]
+        if self.store.shared and len(self.secrets) > 1:
+            await self.load()
+            stored = await self.store.get_index(self.provider)
+            if stored is not None:
+                start = stored % len(self.secrets)
+        return self.order_now(start)
 
-    def take(self, slot: int) -> None:
-        """Record that a request is using `slot` (before it is sent, so concurrent requests
-        see the move at once)."""
-        new = (slot + 1) % len(self.secrets) if self.strategy == "round_robin" else slot
+    def order_now(self, start: int | None = None) -> list[int]:
+        """`order` from this process's view, without asking the store."""
+        n = len(self.secrets)
+        if start is None:
+            start = self._index
+        disabled = self._disabled
+        return [(start + i) % n for i in range(n) if (start + i) % n not in disabled]
+
+    async def take(self, slot: int) -> None:
+        """A request is about to use `slot`: move the index now, so concurrent requests see
+        the move at once."""
+        n = len(self.secrets)
+        if n == 1:
+            return
+        new = (slot + 1) % n if self.strategy == "round_robin" else slot
+        # A shared store's fetch-and-advance already moved its index; writing it again here
+        # would undo other requests' advances (concurrent ones, or other processes').
+        in_store = self.store.shared and self.strategy == "round_robin"
         self._index = new
-        # Reported even when unchanged (failover on a healthy key): a missing or corrupt
-        # persisted file is then repaired by the first request instead of warned about at
-        # every start.
-        if self._on_move is not None:
-            self._on_move(new)
+        await self._publish(new, in_store=in_store)
 
-    def failed(self, slot: int) -> None:
+    async def failed(self, slot: int) -> None:
         """`slot` failed (rate limit, refusal): failover moves on to the next key."""
-        if self.strategy == "failover" and self._index == slot:
-            self._move((slot + 1) % len(self.secrets))
+        if self.strategy == "failover" and self._index == slot and len(self.secrets) > 1:
+            new = (slot + 1) % len(self.secrets)
+            self._index = new
+            await self._publish(new, in_store=False)
 
-    def disable(self, slot: int, reason: str) -> None:
-        """Take a refused key out for the router's life, with one warning (slot label only)."""
+    async def disable(self, slot: int, reason: str) -> None:
+        """Take a refused key out (one warning, slot label only); the store remembers it."""
         if slot in self._disabled:
             return
         self._disabled.add(slot)
         logger.warning(
-            "%s disabled for this router's life: %s (%d of %d keys left)",
+            "%s disabled %s: %s (%d of %d keys left)",
             self.labels[slot],
+            "in the shared store" if self.store.shared else "for this router's life",
             reason,
             len(self.secrets) - len(self._disabled),
             len(self.secrets),
         )
-        self.failed(slot)
+        if self.fingerprints[slot]:
+            await self.store.disable_key(self.provider, self.fingerprints[slot])
+        await self.failed(slot)
 
-    def _move(self, new: int) -> None:
-        if new != self._index:
-            self._index = new
-            if self._on_move is not None:
-                self._on_move(new)
+    async def _publish(self, index: int, *, in_store: bool) -> None:
+        # Reported even when unchanged (failover on a healthy key): a missing or corrupt
+        # `.keyidx` is then repaired by the first request instead of warned about each start.
+        if self._on_move is not None:
+            self._on_move(index)
+        if self._set_index_nowait is not None:
+            self._set_index_nowait(self.provider, index)
+        elif not in_store:
+            await self.store.set_index(self.provider, index)

@@ -1,7 +1,7 @@
 """HTTP pieces every HTTP adapter shares: status -> failure mapping, Retry-After, SSE.
 
 Failures are classified here and nowhere else: by HTTP status first, then by the body only
-to tell cases apart within a status (PROVIDERS.md 1.4, 8).
+to tell cases apart within a status (docs/providers.md 1.4, 8).
 """
 
 from __future__ import annotations
@@ -153,11 +153,20 @@ def failure_from_status(
         return AttemptFailed("server_error", message, status=status, retry_after=retry_after)
     if status == 401 or (status == 403 and not _mentions_context(message)):
         return AttemptFailed("client_error", message, status=status, key_invalid=True)
-    return AttemptFailed("client_error", message, status=status)
+    # Groq's 400 for a tool call the model garbled: the request was fine, and the model
+    # often writes the call properly on another try.
+    return AttemptFailed(
+        "client_error", message, status=status, retryable=_error_code(body) == "tool_use_failed"
+    )
+
+
+def _error_code(body: object) -> object:
+    err = body.get("error") if isinstance(body, dict) else None
+    return err.get("code") if isinstance(err, dict) else None
 
 
 def _mentions_context(message: str) -> bool:
-    # Together answers a context overflow with 403 (PROVIDERS.md 3.3): not a bad key.
+    # Together answers a context overflow with 403 (docs/providers.md 3.3): not a bad key.
     lowered = message.lower()
     return "context" in lowered or "token" in lowered
 

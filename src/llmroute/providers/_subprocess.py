@@ -79,7 +79,7 @@ _PASSTHROUGH_NAMES = frozenset(
 )
 _PASSTHROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "XDG_", "LC_")
 # Credentials pass only through the provider's `env:`: an ANTHROPIC_API_KEY inherited by
-# accident makes Claude Code bill the API instead of the subscription (PROVIDERS.md 7.5).
+# accident makes Claude Code bill the API instead of the subscription (docs/providers.md 7.5).
 _CREDENTIAL_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 # Set inside a Claude Code session; a nested `claude` then refuses or misbehaves.
 _ALWAYS_REMOVED = frozenset({"CLAUDECODE"})

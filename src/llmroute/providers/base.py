@@ -8,24 +8,36 @@ budget governs the whole call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from llmroute.trace import Usage
+from llmroute.trace import ToolCall, Usage
 
 __all__ = [
+    "SIGNATURES",
     "AttemptFailed",
     "FailureKind",
     "Message",
+    "Need",
     "Provider",
     "ProviderRequest",
     "ProviderResponse",
     "StreamEvent",
+    "message_text",
+    "new_call_id",
 ]
 
-#: `{"role": "system" | "user" | "assistant", "content": str}`
-Message = Mapping[str, str]
+#: One message in the OpenAI Chat Completions shape: `role` (system, user, assistant, tool),
+#: `content` (a string, a list of text / image_url parts, or None beside `tool_calls`),
+#: `tool_calls` on assistant messages, `tool_call_id` on tool messages.
+Message = Mapping[str, Any]
+
+#: What a request asks of a model beyond text (models.yaml `capabilities`).
+Need = Literal["tools", "vision", "json"]
+
+_NO_NEEDS: frozenset[Need] = frozenset()
 
 FailureKind = Literal[
     "rate_limited_remote", "timeout", "server_error", "client_error", "transport_error"
@@ -49,17 +61,32 @@ class ProviderRequest:
     timeout: float = 60.0
     #: passed through to the wire request body unchanged
     extra: Mapping[str, object] = field(default_factory=dict)
+    #: OpenAI shapes, validated; None when not asked for
+    tools: Sequence[Mapping[str, Any]] | None = None
+    tool_choice: str | Mapping[str, Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    #: what the request asks of a model beyond text, found while validating it
+    needs: frozenset[Need] = _NO_NEEDS
+    #: the prompt's token estimate, computed once when the request is built
+    prompt_estimate: int = 0
+    #: per-request memo shared by every attempt of the request (retries, keys, candidates),
+    #: so an adapter translates the request for its wire once, not once per attempt
+    memo: dict[str, object] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
 class ProviderResponse:
     text: str
+    #: normalised: `stop`, `length`, `tool_calls`, `content_filter` (None if the provider
+    #: gave none)
     finish_reason: str | None
     #: None when the provider reported no usage (the router then keeps its estimate)
     usage: Usage | None
     #: the model the provider says served the request, if it says
     served_model: str | None = None
     raw: object = field(default=None, repr=False)
+    #: the calls the model asked for, in its order
+    tool_calls: Sequence[ToolCall] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,6 +97,8 @@ class StreamEvent:
     finish_reason: str | None = None
     usage: Usage | None = None
     served_model: str | None = None
+    #: on the closing event only: every tool call of the answer, assembled
+    tool_calls: Sequence[ToolCall] = ()
 
 
 class AttemptFailed(Exception):
@@ -110,6 +139,34 @@ class AttemptFailed(Exception):
             if retryable is not None
             else kind in ("timeout", "server_error", "transport_error")
         )
+
+
+#: `ProviderRequest.memo` key: tool-call id -> the Gemini thought signature the caller
+#: handed back with the call (taken out of the messages when the request was built)
+SIGNATURES = "thought_signatures"
+
+#: the start of every tool-call id the router makes up (for calls a provider sent without
+#: one): a Gemini request leaves such ids out rather than pass them off as Gemini's
+GENERATED_CALL_ID = "call_lr"
+
+
+def new_call_id() -> str:
+    """A fresh id for a call the provider sent without one."""
+    return GENERATED_CALL_ID + os.urandom(12).hex()
+
+
+def message_text(content: object) -> str:
+    """The text of a message's `content`: the string, or its text parts joined (images and
+    other parts left out); "" for None."""
+    if isinstance(content, str):
+        return content
+    if not content:
+        return ""
+    return "".join(
+        part["text"]
+        for part in content  # type: ignore[attr-defined]
+        if isinstance(part, Mapping) and part.get("type") == "text"
+    )
 
 
 class Provider(Protocol):

@@ -5,7 +5,7 @@ model, the conversation flattened to one prompt on stdin, and `request.timeout` 
 clock (waiting for a concurrency slot included). The process machinery lives in
 `_subprocess`; this module only builds the invocation and reads the CLIs' output.
 
-How an attempt ends (PROVIDERS.md sections 6, 7 and 7.6):
+How an attempt ends (docs/providers.md sections 6, 7 and 7.6):
 
     Claude `is_error: true` (whatever `subtype` says), by `api_error_status`:
         429, or a usage-limit message          rate_limited_remote
@@ -47,6 +47,7 @@ from llmroute.providers.base import (
     ProviderRequest,
     ProviderResponse,
     StreamEvent,
+    message_text,
 )
 from llmroute.trace import Usage
 
@@ -90,14 +91,14 @@ def flatten_messages(messages: Sequence[Message]) -> str:
     'System: Hush\\n\\nUser: Hi'
     """
     if len(messages) == 1 and messages[0].get("role") == "user":
-        return messages[0].get("content", "")
+        return message_text(messages[0].get("content"))
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
     parts = []
     for message in (*system, *rest):
         role = message.get("role", "user")
         label = _ROLE_LABELS.get(role, role.capitalize())
-        parts.append(f"{label}: {message.get('content', '')}")
+        parts.append(f"{label}: {message_text(message.get('content'))}")
     return "\n\n".join(parts)
 
 

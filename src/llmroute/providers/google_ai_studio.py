@@ -1,4 +1,4 @@
-"""Google AI Studio adapter: the native Gemini `generateContent` API (PROVIDERS.md 5).
+"""Google AI Studio adapter: the native Gemini `generateContent` API (docs/providers.md 5).
 
 The key travels only in the `x-goog-api-key` header. With `?key=` it would land in access
 logs, tracing spans and httpx's own exception and log text, all of which show full URLs.
@@ -34,6 +34,7 @@ import httpx
 
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
+from llmroute.providers._gemini_wire import MAX_STOP_SEQUENCES, CallMemory, build_body, parse_parts
 from llmroute.providers._http import (
     MAX_RETRY_AFTER,
     HttpClient,
@@ -44,20 +45,21 @@ from llmroute.providers._http import (
     parse_retry_after,
 )
 from llmroute.providers.base import (
+    SIGNATURES,
     AttemptFailed,
     ProviderRequest,
     ProviderResponse,
     StreamEvent,
 )
-from llmroute.trace import Usage
+from llmroute.trace import ToolCall, Usage
 
-__all__ = ["DEFAULT_BASE_URL", "GoogleAIStudioProvider"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_STOP_SEQUENCES", "GoogleAIStudioProvider", "build_body"]
+
+_BODY = "gemini_body"
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-#: the API rejects more than this many stop sequences with a 400
-MAX_STOP_SEQUENCES = 5
 
 _FILTER_REASONS = frozenset(
     {
@@ -69,9 +71,14 @@ _FILTER_REASONS = frozenset(
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
         "IMAGE_RECITATION",
+        "LANGUAGE",
     }
 )
 _FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"}
+# The model wrote a call it should not have, or a broken one: another try may do better.
+_GENERATION_ERRORS = frozenset(
+    {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
+)
 _SERVER_STATUSES = frozenset({500, 502, 503, 504})
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)s\s*")
 _MAX_DETAIL = 120
@@ -102,6 +109,8 @@ class GoogleAIStudioProvider:
         self._clock = clock
         # model -> (generate URL, stream URL); filled on first use of each model
         self._urls: dict[str, tuple[str, str]] = {}
+        #: the tool calls this provider's answers issued, for their ids and signatures
+        self.calls = CallMemory()
 
     def __repr__(self) -> str:
         return f"GoogleAIStudioProvider(name={self.name!r}, base_url={self._base_url!r})"
@@ -110,10 +119,11 @@ class GoogleAIStudioProvider:
         key = _require_key(key)
         url = self._model_urls(request.model)[0]
         client = self._get_client()
+        content = self._encoded_body(request)
         with map_transport_errors():
             response = await client.post(
                 url,
-                content=json.dumps(build_body(request), ensure_ascii=False).encode(),
+                content=content,
                 headers=self._request_headers(key),
                 timeout=request.timeout,
             )
@@ -126,24 +136,35 @@ class GoogleAIStudioProvider:
                 f"HTTP {response.status_code}: unparsable response body (not a JSON object)",
                 status=response.status_code,
             )
-        return _parse_response(data, key)
+        return _parse_response(data, key, self.calls)
+
+    def _encoded_body(self, request: ProviderRequest) -> bytes:
+        """The body, translated once per request: retries and other keys reuse it."""
+        memo = request.memo
+        body = memo.get(_BODY) if memo is not None else None
+        if not isinstance(body, bytes):
+            signatures = memo.get(SIGNATURES) if memo is not None else None
+            translated = build_body(
+                request, self.calls, signatures if isinstance(signatures, dict) else None
+            )
+            body = json.dumps(translated, ensure_ascii=False).encode()
+            if memo is not None:
+                memo[_BODY] = body
+        return body
 
     async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
         key = _require_key(key)
         url = self._model_urls(request.model)[1]
         client = self._get_client()
-        finish: str | None = None
-        usage: Usage | None = None
-        served: str | None = None
-        got_text = False
-        first = True
+        state = _StreamState(key, self.calls)
+        content = self._encoded_body(request)
         with map_transport_errors():
             # The context manager lives inside the generator, so aclose() on the generator
             # closes the HTTP response at once.
             async with client.stream(
                 "POST",
                 url,
-                content=json.dumps(build_body(request), ensure_ascii=False).encode(),
+                content=content,
                 headers=self._request_headers(key),
                 timeout=request.timeout,
             ) as response:
@@ -151,36 +172,10 @@ class GoogleAIStudioProvider:
                     content = await response.aread()
                     raise self._http_failure(response.status_code, content, response.headers, key)
                 async for data in iter_sse_data(response):
-                    event = parse_json_body(data.encode())
-                    if not isinstance(event, dict):
-                        raise AttemptFailed("server_error", "unparsable stream event (not JSON)")
-                    if "error" in event:
-                        message = error_message(event, "error event in stream")
-                        raise AttemptFailed("server_error", _scrub(f"stream error: {message}", key))
-                    if first:
-                        first = False
-                        blocked = _blocked_prompt(event)
-                        if blocked is not None:
-                            raise blocked
-                    candidate = _first_candidate(event)
-                    text = _candidate_text(candidate)
-                    raw_finish = candidate.get("finishReason") if candidate else None
-                    if raw_finish is not None:
-                        finish = _map_finish(raw_finish)
-                        if finish == "content_filter" and not got_text and not text:
-                            raise _filtered(raw_finish, candidate)
-                    event_usage = _usage(event.get("usageMetadata"))
-                    if event_usage is not None:
-                        usage = event_usage
-                    model_version = event.get("modelVersion")
-                    if isinstance(model_version, str):
-                        served = model_version
+                    text = state.feed(data)
                     if text:
-                        got_text = True
                         yield StreamEvent(text=text)
-        if finish is None:
-            raise AttemptFailed("transport_error", "stream ended without a finishReason")
-        yield StreamEvent(finish_reason=finish, usage=usage, served_model=served)
+        yield state.close()
 
     async def aclose(self) -> None:
         """Nothing to release: the router owns the HTTP client."""
@@ -213,56 +208,10 @@ class GoogleAIStudioProvider:
         return failure
 
 
-def build_body(request: ProviderRequest) -> JSONObject:
-    """The `generateContent` body for a request (PROVIDERS.md 5.2)."""
-    system: list[str] = []
-    contents: list[JSONObject] = []
-    last_role: str | None = None
-    last_parts: list[JSONObject] = []
-    for message in request.messages:
-        role = message.get("role", "user")
-        text = message.get("content", "")
-        if role == "system":
-            system.append(text)
-            continue
-        wire_role = "model" if role in ("assistant", "model") else "user"
-        # Strict models answer 400 to two turns of the same role in a row.
-        if wire_role == last_role:
-            last_parts.append({"text": text})
-            continue
-        last_role = wire_role
-        last_parts = [{"text": text}]
-        contents.append({"role": wire_role, "parts": last_parts})
-
-    body: JSONObject = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config: JSONObject = {}
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop)
-        config["stopSequences"] = stop[:MAX_STOP_SEQUENCES]
-    if config:
-        body["generationConfig"] = config
-    for name, value in request.extra.items():
-        current = body.get(name)
-        # A caller adding e.g. thinkingConfig through extra should not lose max_tokens.
-        if isinstance(current, dict) and isinstance(value, Mapping):
-            body[name] = {**current, **value}
-        else:
-            body[name] = value
-    return body
-
-
 def classify_error(
     status: int, body: object, headers: Mapping[str, str], *, wall_now: float
 ) -> AttemptFailed:
-    """Map a non-2xx Gemini answer to an `AttemptFailed` (PROVIDERS.md 5.5)."""
+    """Map a non-2xx Gemini answer to an `AttemptFailed` (docs/providers.md 5.5)."""
     if isinstance(body, list) and body:
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
@@ -273,22 +222,7 @@ def classify_error(
     message = f"{label}: " + error_message(body, httpx.codes.get_reason_phrase(status) or "error")
 
     if status == 429:
-        retry_after = _retry_delay(details)
-        if retry_after is None:
-            retry_after = parse_retry_after(headers, wall_now)
-        quota_ids = _quota_ids(details)
-        reset_at = (
-            next_pacific_midnight(wall_now) if any("PerDay" in q for q in quota_ids) else None
-        )
-        if quota_ids:
-            message = f"{label}: quota exceeded ({', '.join(quota_ids)[:_MAX_DETAIL]})"
-        return AttemptFailed(
-            "rate_limited_remote",
-            message,
-            status=status,
-            retry_after=retry_after,
-            quota_reset_at=reset_at,
-        )
+        return _rate_limited(label, message, details, headers, wall_now)
     if status in (401, 403) or (status == 400 and _has_reason(details, "API_KEY_INVALID")):
         return AttemptFailed("client_error", message, status=status, key_invalid=True)
     if status in _SERVER_STATUSES or status >= 500:
@@ -296,6 +230,88 @@ def classify_error(
             "server_error", message, status=status, retry_after=parse_retry_after(headers, wall_now)
         )
     return AttemptFailed("client_error", message, status=status)
+
+
+def _rate_limited(
+    label: str,
+    message: str,
+    details: list[JSONObject],
+    headers: Mapping[str, str],
+    wall_now: float,
+) -> AttemptFailed:
+    retry_after = _retry_delay(details)
+    if retry_after is None:
+        retry_after = parse_retry_after(headers, wall_now)
+    quota_ids = _quota_ids(details)
+    reset_at = next_pacific_midnight(wall_now) if any("PerDay" in q for q in quota_ids) else None
+    if quota_ids:
+        message = f"{label}: quota exceeded ({', '.join(quota_ids)[:_MAX_DETAIL]})"
+    return AttemptFailed(
+        "rate_limited_remote",
+        message,
+        status=429,
+        retry_after=retry_after,
+        quota_reset_at=reset_at,
+    )
+
+
+class _StreamState:
+    """One stream's progress: the closing facts, and the tool calls seen so far.
+
+    Gemini sends each call whole in one event; they go out together, in arrival order, with
+    the closing event.
+    """
+
+    __slots__ = ("calls", "finish", "first", "got_text", "key", "memory", "served", "usage")
+
+    def __init__(self, key: str, memory: CallMemory) -> None:
+        self.key = key
+        self.memory = memory
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.served: str | None = None
+        self.calls: list[ToolCall] = []
+        self.got_text = False
+        self.first = True
+
+    def feed(self, data: str) -> str:
+        """Take one event; return its text."""
+        event = parse_json_body(data.encode())
+        if not isinstance(event, dict):
+            raise AttemptFailed("server_error", "unparsable stream event (not JSON)")
+        if "error" in event:
+            message = error_message(event, "error event in stream")
+            raise AttemptFailed("server_error", _scrub(f"stream error: {message}", self.key))
+        if self.first:
+            self.first = False
+            blocked = _blocked_prompt(event)
+            if blocked is not None:
+                raise blocked
+        candidate = _first_candidate(event)
+        text, calls = _candidate_parts(candidate, self.memory)
+        self.calls += calls
+        raw_finish = candidate.get("finishReason") if candidate else None
+        if raw_finish is not None:
+            self.finish = _map_finish(raw_finish, bool(self.calls), candidate)
+            if self.finish == "content_filter" and not self.got_text and not text:
+                raise _filtered(raw_finish, candidate)
+        self.usage = _usage(event.get("usageMetadata")) or self.usage
+        model_version = event.get("modelVersion")
+        if isinstance(model_version, str):
+            self.served = model_version
+        self.got_text = self.got_text or bool(text)
+        return text
+
+    def close(self) -> StreamEvent:
+        if self.finish is None:
+            raise AttemptFailed("transport_error", "stream ended without a finishReason")
+        finish = "tool_calls" if self.calls and self.finish == "stop" else self.finish
+        return StreamEvent(
+            finish_reason=finish,
+            usage=self.usage,
+            served_model=self.served,
+            tool_calls=self.calls or (),
+        )
 
 
 def next_pacific_midnight(now: float) -> float:
@@ -317,7 +333,9 @@ def _pacific() -> tzinfo:
         return timezone(timedelta(hours=-8))
 
 
-def _parse_response(data: JSONObject, key: str) -> ProviderResponse:
+def _parse_response(
+    data: JSONObject, key: str, memory: CallMemory | None = None
+) -> ProviderResponse:
     blocked = _blocked_prompt(data)
     if blocked is not None:
         raise blocked
@@ -327,9 +345,9 @@ def _parse_response(data: JSONObject, key: str) -> ProviderResponse:
     candidate = _first_candidate(data)
     if candidate is None:
         raise AttemptFailed("server_error", "HTTP 200: answer has no candidates", status=200)
-    text = _candidate_text(candidate)
+    text, calls = _candidate_parts(candidate, memory)
     raw_finish = candidate.get("finishReason")
-    finish = None if raw_finish is None else _map_finish(raw_finish)
+    finish = None if raw_finish is None else _map_finish(raw_finish, bool(calls), candidate)
     if finish == "content_filter" and not text:
         raise _filtered(raw_finish, candidate)
     model_version = data.get("modelVersion")
@@ -339,6 +357,7 @@ def _parse_response(data: JSONObject, key: str) -> ProviderResponse:
         usage=_usage(data.get("usageMetadata")),
         served_model=model_version if isinstance(model_version, str) else None,
         raw=data,
+        tool_calls=calls or (),
     )
 
 
@@ -373,25 +392,32 @@ def _first_candidate(data: JSONObject) -> JSONObject | None:
     return None
 
 
-def _candidate_text(candidate: JSONObject | None) -> str:
+def _candidate_parts(
+    candidate: JSONObject | None, memory: CallMemory | None
+) -> tuple[str, list[ToolCall]]:
     # A filtered candidate may come without content or with empty parts.
     content = candidate.get("content") if candidate else None
     if not isinstance(content, dict):
-        return ""
-    return "".join(
-        part["text"]
-        for part in _list(content.get("parts"))
-        if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")
-    )
+        return "", []
+    return parse_parts(content.get("parts"), memory)
 
 
-def _map_finish(raw: object) -> str:
-    if not isinstance(raw, str) or not raw or raw == "FINISH_REASON_UNSPECIFIED":
-        return "other"
-    mapped = _FINISH_REASONS.get(raw)
+def _map_finish(raw: object, has_calls: bool, candidate: JSONObject | None = None) -> str:
+    """Gemini's finishReason in the router's four words, or the failed attempt it means."""
+    mapped = _FINISH_REASONS.get(raw) if isinstance(raw, str) else None
     if mapped is not None:
-        return mapped
-    return "content_filter" if raw in _FILTER_REASONS else raw.lower()
+        # Gemini says STOP on a turn that called tools.
+        return "tool_calls" if has_calls and mapped == "stop" else mapped
+    if raw in _FILTER_REASONS or (isinstance(raw, str) and raw.startswith("IMAGE_")):
+        return "content_filter"
+    detail = candidate.get("finishMessage") if candidate else None
+    message = f"the model stopped with finishReason {_short(raw)}"
+    if isinstance(detail, str) and detail:
+        message += f": {detail[:_MAX_DETAIL]}"
+    if raw in _GENERATION_ERRORS:
+        raise AttemptFailed("server_error", message, status=200)
+    # MISSING_THOUGHT_SIGNATURE and the like: the same request would fail the same way.
+    raise AttemptFailed("client_error", message, status=200, retryable=False)
 
 
 def _usage(meta: object) -> Usage | None:
@@ -404,7 +430,7 @@ def _usage(meta: object) -> Usage | None:
     if prompt is None and candidates is None and thoughts is None and total is None:
         return None
     prompt_tokens = prompt or 0
-    # Thinking tokens are billed as output (PROVIDERS.md 5.3).
+    # Thinking tokens are billed as output (docs/providers.md 5.3).
     completion_tokens = (candidates or 0) + (thoughts or 0)
     return Usage(
         prompt_tokens=prompt_tokens,

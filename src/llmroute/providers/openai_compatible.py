@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,16 +19,34 @@ from llmroute.providers._http import (
     parse_json_body,
     transport_failure,
 )
-from llmroute.providers.base import AttemptFailed, ProviderRequest, ProviderResponse, StreamEvent
-from llmroute.trace import Usage
+from llmroute.providers.base import (
+    AttemptFailed,
+    ProviderRequest,
+    ProviderResponse,
+    StreamEvent,
+    new_call_id,
+)
+from llmroute.trace import ToolCall, Usage
 
-__all__ = ["OpenAICompatibleProvider"]
+__all__ = ["OpenAICompatibleProvider", "parse_answer"]
 
-logger = logging.getLogger(__name__)
-
-_FINISH_ALIASES = {"eos": "stop", "end_turn": "stop"}
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "function_call": "tool_calls",
+    # Together and a few others use their engines' words.
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_length": "length",
+    "tool_use": "tool_calls",
+}
 # One encoder for every body: json.dumps() builds a new one per call when given options.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
 
 
 class OpenAICompatibleProvider:
@@ -72,11 +89,20 @@ class OpenAICompatibleProvider:
             body["top_p"] = request.top_p
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.tools is not None:
+            body["tools"] = list(request.tools)
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         if request.extra:
             body.update(request.extra)
+            if request.tools is None:
+                # OpenAI refuses parallel_tool_calls without tools (400).
+                body.pop("parallel_tool_calls", None)
         return _ENCODE(body).encode()
 
     async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
@@ -105,33 +131,11 @@ class OpenAICompatibleProvider:
         if "error" in data:
             # OpenRouter reports errors found during generation with HTTP 200.
             raise _in_band_failure(data)
-        choices = data.get("choices")
-        try:
-            choice = choices[0]  # type: ignore[index]
-            message = choice["message"]
-            text = message.get("content") or ""
-            finish = choice.get("finish_reason")
-        except (TypeError, KeyError, IndexError, AttributeError):
-            raise AttemptFailed(
-                "server_error", "answer has no choices[0].message", status=status
-            ) from None
-        if not isinstance(text, str):
-            raise AttemptFailed("server_error", "message content is not text", status=status)
-        model = data.get("model")
-        return ProviderResponse(
-            text=text,
-            finish_reason=_finish(finish),
-            usage=_usage(data.get("usage")),
-            served_model=model if isinstance(model, str) else None,
-            raw=data,
-        )
+        return parse_answer(data, status)
 
     async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
         client = self._get_client()
-        finish: str | None = None
-        usage: Usage | None = None
-        model: str | None = None
-        done = False
+        state = _StreamState()
         with map_transport_errors():
             async with client.stream(
                 "POST",
@@ -151,48 +155,233 @@ class OpenAICompatibleProvider:
                     )
                 async for data in iter_sse_data(response):
                     if data == "[DONE]":
-                        done = True
+                        state.done = True
                         break
-                    try:
-                        event = json.loads(data)
-                    except ValueError:
-                        logger.debug("%s: skipped an undecodable stream event", self.name)
-                        continue
-                    if not isinstance(event, dict):
-                        continue
-                    if "error" in event:
-                        raise _in_band_failure(event)
-                    x_groq = event.get("x_groq")
-                    if isinstance(x_groq, dict):
-                        if x_groq.get("error"):
-                            raise AttemptFailed(
-                                "server_error", f"stream stopped: {x_groq['error']}"[:300]
-                            )
-                        usage = _usage(x_groq.get("usage")) or usage
-                    usage = _usage(event.get("usage")) or usage
-                    if isinstance(event.get("model"), str):
-                        model = event["model"]
-                    for choice in event.get("choices") or ():
-                        if not isinstance(choice, dict):
-                            continue
-                        delta = choice.get("delta")
-                        piece = delta.get("content") if isinstance(delta, dict) else None
-                        if choice.get("finish_reason"):
-                            finish = _finish(choice["finish_reason"])
-                        if isinstance(piece, str) and piece:
-                            yield StreamEvent(text=piece)
-        if not done and finish is None:
-            raise AttemptFailed("transport_error", "stream ended before it was complete")
-        yield StreamEvent(finish_reason=finish, usage=usage, served_model=model)
+                    piece = state.feed(data)
+                    if piece:
+                        yield StreamEvent(text=piece)
+        yield state.close()
 
     async def aclose(self) -> None:
         return None
 
 
-def _finish(value: object) -> str | None:
+def _finish(value: object, has_calls: bool) -> str | None:
+    """The finish reason in the router's four words (None when the provider gave none)."""
     if not isinstance(value, str):
-        return None
-    return _FINISH_ALIASES.get(value, value)
+        return "tool_calls" if has_calls else None
+    if value == "error":
+        # OpenRouter's mark of an upstream that failed mid-answer.
+        raise AttemptFailed("server_error", "the provider ended the answer with an error")
+    reason = _FINISH_REASONS.get(value, "stop")
+    # Some servers say `stop` on a turn that only called tools.
+    return "tool_calls" if has_calls and reason == "stop" else reason
+
+
+def parse_answer(data: dict[str, Any], status: int = 200) -> ProviderResponse:
+    """A whole (non-streamed) chat completion, as the router reports it."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        content = message.get("content")
+        raw_calls = message.get("tool_calls")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise AttemptFailed(
+            "server_error", "answer has no choices[0].message", status=status
+        ) from None
+    text = _content_text(content, status)
+    calls = _parse_calls(raw_calls, status) if raw_calls else []
+    model = data.get("model")
+    return ProviderResponse(
+        text=text,
+        finish_reason=_finish(choice.get("finish_reason"), bool(calls)),
+        usage=_usage(data.get("usage")),
+        served_model=model if isinstance(model, str) else None,
+        raw=data,
+        tool_calls=calls or (),
+    )
+
+
+def _content_text(content: object, status: int) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        # Groq's gpt-oss sends [] beside tool calls; some servers send text parts.
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    raise AttemptFailed("server_error", "message content is not text", status=status)
+
+
+def _parse_calls(raw: object, status: int) -> list[ToolCall]:
+    if not isinstance(raw, list):
+        raise AttemptFailed("server_error", "message tool_calls is not a list", status=status)
+    calls: list[ToolCall] = []
+    for index, call in enumerate(raw):
+        if not isinstance(call, dict):
+            raise AttemptFailed("server_error", f"tool_calls[{index}] is not an object")
+        function = call.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise AttemptFailed(
+                "server_error", f"tool_calls[{index}] has no function name", status=status
+            )
+        call_id = call.get("id")
+        calls.append(
+            ToolCall(
+                id=call_id if isinstance(call_id, str) and call_id else new_call_id(),
+                name=name,
+                arguments=_arguments(function.get("arguments")),  # type: ignore[union-attr]
+            )
+        )
+    return calls
+
+
+def _arguments(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    # A few servers send the arguments as an object; callers always get the JSON text.
+    return "{}" if value is None else _ENCODE(value)
+
+
+class _StreamState:
+    """One stream's progress: closing facts, and tool calls assembled from their deltas.
+
+    Tool-call fragments are keyed by `index`. A call's id and name are set by the first
+    fragment that has them and never appended to (some servers repeat them in every
+    fragment); argument pieces are appended in arrival order.
+    """
+
+    __slots__ = ("calls", "done", "finish", "model", "usage")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        #: index -> [id, name, argument pieces]
+        self.calls: dict[int, list[Any]] | None = None
+
+    def feed(self, data: str) -> str:
+        """Take one event's payload; return its text delta. Raise on anything unreadable:
+        a dropped event would silently shorten the answer."""
+        try:
+            event = _DECODE(data)
+        except ValueError:
+            raise AttemptFailed("server_error", "malformed stream event (not JSON)") from None
+        if not isinstance(event, dict):
+            raise AttemptFailed("server_error", "malformed stream event (not a JSON object)")
+        if "error" in event:
+            raise _in_band_failure(event)
+        x_groq = event.get("x_groq")
+        if x_groq is not None:
+            self._groq(x_groq)
+        usage = event.get("usage")
+        if usage is not None:
+            self.usage = _usage(usage) or self.usage
+        model = event.get("model")
+        if isinstance(model, str):
+            self.model = model
+        choices = event.get("choices")
+        if not choices:
+            if choices is None or isinstance(choices, list):
+                return ""
+            raise AttemptFailed("server_error", "malformed stream event (choices)")
+        text = ""
+        for choice in choices:
+            text += self._choice(choice)
+        return text
+
+    def _groq(self, x_groq: object) -> None:
+        if not isinstance(x_groq, dict):
+            return
+        if x_groq.get("error"):
+            raise AttemptFailed("server_error", f"stream stopped: {x_groq['error']}"[:300])
+        self.usage = _usage(x_groq.get("usage")) or self.usage
+
+    def _choice(self, choice: object) -> str:
+        if not isinstance(choice, dict):
+            raise AttemptFailed("server_error", "malformed stream event (choice)")
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            if delta is not None:
+                raise AttemptFailed("server_error", "malformed stream event (delta)")
+            delta = {}
+        finish = choice.get("finish_reason")
+        if finish:
+            # Mapped at the end, once it is known whether the answer called tools.
+            self.finish = finish if isinstance(finish, str) else "stop"
+        fragments = delta.get("tool_calls")
+        if fragments:
+            self._fragments(fragments)
+        piece = delta.get("content")
+        if isinstance(piece, str):
+            return piece
+        if piece is None or piece == []:
+            return ""
+        raise AttemptFailed("server_error", "malformed stream event (content is not text)")
+
+    def _fragments(self, fragments: object) -> None:
+        if not isinstance(fragments, list):
+            raise AttemptFailed("server_error", "malformed stream event (tool_calls)")
+        if self.calls is None:
+            self.calls = {}
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                raise AttemptFailed("server_error", "malformed stream event (tool call)")
+            index = fragment.get("index", len(self.calls))
+            function = fragment.get("function") or {}
+            if not isinstance(index, int) or not isinstance(function, dict):
+                raise AttemptFailed("server_error", "malformed stream event (tool call)")
+            slot = self.calls.get(index)
+            if slot is None:
+                slot = self.calls[index] = [None, None, []]
+            _merge_fragment(slot, fragment.get("id"), function)
+
+    def close(self) -> StreamEvent:
+        """The closing event, once the body has ended."""
+        if not self.done:
+            raise AttemptFailed("transport_error", "stream ended before [DONE]")
+        calls = self._assembled()
+        if self.finish is None and not calls:
+            raise AttemptFailed("server_error", "stream ended without a finish_reason")
+        return StreamEvent(
+            finish_reason=_finish(self.finish, bool(calls)),
+            usage=self.usage,
+            served_model=self.model,
+            tool_calls=calls or (),
+        )
+
+    def _assembled(self) -> list[ToolCall]:
+        if not self.calls:
+            return []
+        calls = []
+        for index in sorted(self.calls):
+            call_id, name, pieces = self.calls[index]
+            if name is None:
+                raise AttemptFailed("server_error", f"streamed tool call {index} has no name")
+            calls.append(
+                ToolCall(id=call_id or new_call_id(), name=name, arguments="".join(pieces))
+            )
+        return calls
+
+
+def _merge_fragment(slot: list[Any], call_id: object, function: dict[str, Any]) -> None:
+    """Fold one fragment into its call: id and name once, argument pieces appended."""
+    if slot[0] is None and isinstance(call_id, str) and call_id:
+        slot[0] = call_id
+    name = function.get("name")
+    if slot[1] is None and isinstance(name, str) and name:
+        slot[1] = name
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        slot[2].append(arguments)
+    elif arguments is not None:
+        slot[2].append(_arguments(arguments))
 
 
 def _usage(value: object) -> Usage | None:

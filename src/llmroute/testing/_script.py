@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote
+
+from llmroute.testing._view import messages_of, tool_names_of, wire_problem
+from llmroute.trace import ToolCall
 
 if TYPE_CHECKING:
     from llmroute.testing._wire import Rendered
@@ -31,6 +34,7 @@ __all__ = [
     "FakeScript",
     "Garbage",
     "InvalidKey",
+    "Predicate",
     "RateLimit",
     "RecordedRequest",
     "Reply",
@@ -57,20 +61,31 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
-    """A successful answer with `text`.
+    """A successful answer with `text` and/or `tool_calls`.
+
+    `text` defaults to "ok", or to "" when the reply calls tools. Each `ToolCall` goes out
+    in the wire's own form (OpenAI `tool_calls`; Gemini `functionCall` parts, with the id
+    only when it is not empty and the call's `thought_signature` beside it), and a reply
+    with calls finishes as `tool_calls` (Gemini: `STOP`). For a JSON answer, put the JSON
+    text in `text` (`Reply(text=json.dumps(value))`).
 
     Token counts default to `estimate_tokens` of the prompt and of `text`; `usage=False`
     leaves usage out of the answer. `latency` is seconds before the answer starts. A
-    streamed request gets it as a one-chunk stream.
+    streamed request gets it as a one-chunk stream (the calls whole, in one delta).
     """
 
-    text: str = "ok"
+    text: str | None = None
+    tool_calls: Sequence[ToolCall] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     #: OpenAI spelling (`stop`, `length`, `content_filter`); Gemini gets `STOP`, `MAX_TOKENS`, ...
     finish_reason: str | None = "stop"
     latency: float = 0.0
     usage: bool = True
+
+    def __post_init__(self) -> None:
+        # A list is the natural thing to pass; keep the reply hashable and immutable.
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +98,11 @@ class Stream:
     """
 
     chunks: tuple[str, ...] = ("Par", "is.")
+    #: sent after the text, as the wire streams them: OpenAI in fragments (id and name
+    #: first, then the arguments `fragment` characters at a time; 0 sends each call whole
+    #: in one delta, as Groq does), Gemini one whole call per event
+    tool_calls: Sequence[ToolCall] = ()
+    fragment: int = 8
     delay: float = 0.0
     fail_after: int | None = None
     usage: bool = True
@@ -91,6 +111,9 @@ class Stream:
     completion_tokens: int | None = None
     #: seconds before the response headers
     latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +208,36 @@ class RecordedRequest:
     #: the parsed JSON body, None when it was not JSON
     body: object
 
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as OpenAI-shaped messages, whichever wire carried it (a Gemini
+        body read back: `functionCall` parts as `tool_calls`, `functionResponse` parts as
+        `tool` messages, `inlineData` as a data-URL image part)."""
+        return messages_of(self.wire, self.body)
+
+    @property
+    def tools(self) -> list[str]:
+        """The names of the functions the request declared."""
+        return tool_names_of(self.wire, self.body)
+
+    @property
+    def last_message(self) -> dict[str, Any]:
+        """The last message of the conversation ({} for an empty one)."""
+        messages = self.messages
+        return messages[-1] if messages else {}
+
+
+#: chooses an answer by looking at the request
+Predicate = Callable[[RecordedRequest], bool]
+
+
+@dataclass(slots=True)
+class _Rule:
+    predicate: Predicate
+    behaviour: Behaviour
+    #: answers left; None for every matching request
+    times: int | None
+
 
 class FakeScript:
     """Scripted answers per provider model name and API key, and a record of every request.
@@ -205,22 +258,64 @@ class FakeScript:
     def __init__(self, *, record: bool = True) -> None:
         self._queues: dict[tuple[str | None, str | None], deque[Behaviour]] = {}
         self._defaults: dict[tuple[str | None, str | None], Behaviour] = {}
+        self._rules: list[_Rule] = []
         self._record = record
         self._answered = 0
         #: every request received, oldest first
         self.requests: list[RecordedRequest] = []
 
-    def script(self, model: str | None, *behaviours: Behaviour, key: str | None = None) -> None:
+    def script(
+        self, model: str | Predicate | None, *behaviours: Behaviour, key: str | None = None
+    ) -> None:
         """Queue `behaviours` for the wire model name `model` (None: any model), optionally
-        only for requests made with API key `key`."""
+        only for requests made with API key `key`. Given a predicate instead of a model
+        name, the behaviours answer the next requests it accepts, one each, in order (see
+        `when`)."""
         for behaviour in behaviours:
             _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            for behaviour in behaviours:
+                self._rules.append(_Rule(model, behaviour, 1))
+            return
         self._queues.setdefault((model, key), deque()).extend(behaviours)
 
-    def set_default(self, model: str | None, behaviour: Behaviour, key: str | None = None) -> None:
-        """Answer with `behaviour` whenever the queues for `model` (None: any model) are empty."""
+    def set_default(
+        self, model: str | Predicate | None, behaviour: Behaviour, key: str | None = None
+    ) -> None:
+        """Answer with `behaviour` whenever the queues for `model` (None: any model) are
+        empty; given a predicate, every request it accepts (as `when`)."""
         _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            self._rules.append(_Rule(model, behaviour, None))
+            return
         self._defaults[(model, key)] = behaviour
+
+    def when(self, predicate: Predicate, behaviour: Behaviour, *, times: int | None = None) -> None:
+        """Answer with `behaviour` every request for which `predicate(request)` is true (the
+        next `times` ones only, when given). Rules are asked in the order they were added,
+        before any queue; the request is a `RecordedRequest` (`messages`, `tools`,
+        `stream`, `model`, `key`, `body`).
+
+            script.when(lambda r: r.last_message.get("role") == "tool", Reply(text="18 C"))
+            script.when(lambda r: "get_weather" in r.tools, Reply(tool_calls=[call]))
+        """
+        _check_behaviour(behaviour)
+        if times is not None and times < 1:
+            raise ValueError("times: at least 1, or None for every matching request")
+        self._rules.append(_Rule(predicate, behaviour, times))
+
+    def _by_rule(self, request: RecordedRequest) -> Behaviour | None:
+        for rule in self._rules:
+            if rule.times == 0 or not rule.predicate(request):
+                continue
+            if rule.times is not None:
+                rule.times -= 1
+            return rule.behaviour
+        return None
 
     def next_behaviour(self, model: str, key: str | None) -> Behaviour:
         """Take the behaviour that answers the next request for `model` made with `key`."""
@@ -236,8 +331,10 @@ class FakeScript:
         return Reply(text=f"fake answer from {model}")
 
     def pending(self) -> int:
-        """How many queued behaviours no request has taken yet."""
-        return sum(len(queue) for queue in self._queues.values())
+        """How many queued behaviours no request has taken yet (answers given to a
+        predicate with a count included)."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        return queued + sum(rule.times or 0 for rule in self._rules)
 
     def handle(
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
@@ -263,53 +360,89 @@ class FakeScript:
         if method.upper() != "POST":
             return _error(405, wire, f"Method {method} not allowed on {path}", "method_not_allowed")
         parsed = _parse_json(body)
-        include_usage = False
-        sse = True
-        if wire == "openai":
-            auth = lowered.get("authorization", "")
-            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            fields = parsed if isinstance(parsed, dict) else {}
-            model = fields.get("model")
-            stream = fields.get("stream") is True
-            options = fields.get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        else:
-            assert gemini is not None
-            key = lowered.get("x-goog-api-key")
-            model = gemini["model"]
-            stream = gemini["action"] == "streamGenerateContent"
-            sse = "sse" in parse_qs(query).get("alt", [])
+        facts = _facts(wire, lowered, parsed, gemini, query)
+        key, model, stream = facts.key, facts.model, facts.stream
         self._answered += 1
-        if self._record:
-            self.requests.append(
-                RecordedRequest(
-                    wire=wire,
-                    model=model if isinstance(model, str) else "",
-                    key=key,
-                    stream=stream,
-                    path=path,
-                    query=query,
-                    headers=lowered,
-                    body=parsed,
-                )
+        recorded: RecordedRequest | None = None
+        if self._record or self._rules:
+            recorded = RecordedRequest(
+                wire=wire,
+                model=model if isinstance(model, str) else "",
+                key=key,
+                stream=stream,
+                path=path,
+                query=query,
+                headers=lowered,
+                body=parsed,
             )
-        if not isinstance(parsed, dict):
-            return _error(400, wire, "The request body is not a JSON object.", "invalid_json")
-        if not isinstance(model, str) or not model:
-            return _error(400, wire, "The request names no model.", "model_missing")
+            if self._record:
+                self.requests.append(recorded)
+        refusal = _refusal(wire, parsed, model)
+        if refusal is not None:
+            return refusal
+        assert isinstance(parsed, dict) and isinstance(model, str)
+        behaviour = self._by_rule(recorded) if self._rules and recorded is not None else None
         return render(
-            self.next_behaviour(model, key),
+            behaviour or self.next_behaviour(model, key),
             wire=wire,
             model=model,
             stream=stream,
             prompt_text=_prompt_text(wire, parsed),
-            include_usage=include_usage,
-            sse=sse,
+            include_usage=facts.include_usage,
+            sse=facts.sse,
             response_id=f"fake{self._answered:06d}",
         )
 
     def __repr__(self) -> str:
         return f"FakeScript(pending={self.pending()}, requests={len(self.requests)})"
+
+
+def _refusal(wire: Wire, parsed: object, model: object) -> Rendered | None:
+    """The 400 the real provider would give this body, if any."""
+    from llmroute.testing._wire import _error
+
+    if not isinstance(parsed, dict):
+        return _error(400, wire, "The request body is not a JSON object.", "invalid_json")
+    if not isinstance(model, str) or not model:
+        return _error(400, wire, "The request names no model.", "model_missing")
+    problem = wire_problem(wire, parsed)
+    return None if problem is None else _error(400, wire, problem, "invalid_request")
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    key: str | None
+    model: object
+    stream: bool
+    include_usage: bool = False
+    sse: bool = True
+
+
+def _facts(
+    wire: Wire,
+    headers: Mapping[str, str],
+    parsed: object,
+    gemini: re.Match[str] | None,
+    query: str,
+) -> _Facts:
+    """Key, model and streaming options, read where each wire puts them."""
+    if wire == "openai":
+        auth = headers.get("authorization", "")
+        fields = parsed if isinstance(parsed, dict) else {}
+        options = fields.get("stream_options")
+        return _Facts(
+            key=auth[7:].strip() if auth[:7].lower() == "bearer " else None,
+            model=fields.get("model"),
+            stream=fields.get("stream") is True,
+            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        )
+    assert gemini is not None
+    return _Facts(
+        key=headers.get("x-goog-api-key"),
+        model=gemini["model"],
+        stream=gemini["action"] == "streamGenerateContent",
+        sse="sse" in parse_qs(query).get("alt", []),
+    )
 
 
 def _check_behaviour(behaviour: object) -> None:

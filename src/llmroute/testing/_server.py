@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 
+from llmroute.testing._quota import QuotaEnforcer
 from llmroute.testing._script import FakeScript
 from llmroute.testing._wire import Rendered
 
@@ -54,7 +55,8 @@ class FakeProviderServer:
     sockets and in real time: `latency` and stream delays are really waited, stream events
     really leave one by one, a `fail_after` break really drops the connection, and `Timeout()`
     holds the request until the client disconnects or the server stops. `latency` (seconds)
-    is added to every answer. Only loopback addresses are accepted for `host`.
+    is added to every answer. Only loopback addresses are accepted for `host`. With `quota`
+    (a `QuotaEnforcer`) it enforces real rate limits in front of the script.
 
         async with FakeProviderServer() as server:
             server.script.script("gemini-2.5-flash", RateLimit(retry_delay=1))
@@ -68,6 +70,7 @@ class FakeProviderServer:
         port: int = 0,
         *,
         latency: float = 0.0,
+        quota: QuotaEnforcer | None = None,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the fake provider serves loopback only, not {host!r}")
@@ -75,6 +78,8 @@ class FakeProviderServer:
         self.script = script if script is not None else FakeScript()
         self.host = host
         self.latency = latency
+        #: the quotas enforced in front of the script, if any
+        self.quota = quota
         #: client connections accepted since start
         self.connections_total = 0
         self._port = port
@@ -150,6 +155,12 @@ class FakeProviderServer:
     ) -> None:
         await self.stop()
 
+    def _answer(self, request: _Request) -> Rendered:
+        args = (request.method, request.path, request.query, request.headers, request.body)
+        if self.quota is None:
+            return self.script.handle(*args)
+        return self.quota.handle(self.script, *args, latency=self.latency)
+
     def __repr__(self) -> str:
         where = self.base_url if self._server is not None else "stopped"
         return f"FakeProviderServer({where}, open_connections={self.open_connections})"
@@ -213,9 +224,7 @@ class _Connection(asyncio.Protocol):
             if request is None:
                 return
             try:
-                rendered = self._server.script.handle(
-                    request.method, request.path, request.query, request.headers, request.body
-                )
+                rendered = self._server._answer(request)
             except Exception as exc:
                 # a fault of the fake itself: say so to the client rather than just hang up
                 message = f"fake provider failed: {exc!r}".encode()
@@ -391,7 +400,11 @@ def _head(
 
 @contextlib.contextmanager
 def serve_in_thread(
-    script: FakeScript | None = None, *, port: int = 0, latency: float = 0.0
+    script: FakeScript | None = None,
+    *,
+    port: int = 0,
+    latency: float = 0.0,
+    quota: QuotaEnforcer | None = None,
 ) -> Iterator[FakeProviderServer]:
     """Run a `FakeProviderServer` on its own event loop in a background thread.
 
@@ -401,7 +414,7 @@ def serve_in_thread(
         with serve_in_thread() as server:
             run_my_program(base_url=server.openai_base_url)
     """
-    server = FakeProviderServer(script, port=port, latency=latency)
+    server = FakeProviderServer(script, port=port, latency=latency, quota=quota)
     ready = threading.Event()
     failure: list[BaseException] = []
     loop = asyncio.new_event_loop()

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import httpx
 
+from llmroute.testing._quota import QuotaEnforcer
 from llmroute.testing._script import FakeScript
 from llmroute.testing._wire import Rendered
 
@@ -38,19 +39,29 @@ class FakeTransport(httpx.AsyncBaseTransport):
         script.script("llama-3.1-8b-instant", RateLimit(retry_after=6))
         client = httpx.AsyncClient(transport=FakeTransport(script, clock=clock))
 
-    `open_streams` counts streamed bodies handed out and not yet closed.
+    `open_streams` counts streamed bodies handed out and not yet closed. With `quota` (a
+    `QuotaEnforcer`) the fake enforces real rate limits in front of the script.
     """
 
-    def __init__(self, script: FakeScript | None = None, *, clock: _Sleeper | None = None) -> None:
+    def __init__(
+        self,
+        script: FakeScript | None = None,
+        *,
+        clock: _Sleeper | None = None,
+        quota: QuotaEnforcer | None = None,
+    ) -> None:
         #: the behaviours answered and the requests recorded
         self.script = script if script is not None else FakeScript()
+        #: the quotas enforced in front of the script, if any
+        self.quota = quota
         self._clock: _Sleeper = clock if clock is not None else _AsyncioSleeper()
         #: streamed response bodies created and not yet closed
         self.open_streams = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        rendered = self.script.handle(
+        answer = self.script.handle if self.quota is None else self._within_quota
+        rendered = answer(
             request.method,
             request.url.path,
             request.url.query.decode("ascii", "replace"),
@@ -77,6 +88,12 @@ class FakeTransport(httpx.AsyncBaseTransport):
             stream=_PiecesStream(self, rendered, request),
             request=request,
         )
+
+    def _within_quota(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> Rendered:
+        assert self.quota is not None
+        return self.quota.handle(self.script, method, path, query, headers, body)
 
 
 class _PiecesStream(httpx.AsyncByteStream):

@@ -2,7 +2,7 @@
 
 `render` turns one behaviour into a `Rendered` answer in the real wire format of the
 OpenAI-compatible providers (Groq, Together, OpenRouter) or of Gemini, following the fixtures
-of PROVIDERS.md section 9: bodies, SSE events, error envelopes, headers. This is the one
+of docs/providers.md section 9: bodies, SSE events, error envelopes, headers. This is the one
 place the fakes' wire format lives; `FakeScript` picks the behaviour and both fakes
 (`FakeTransport`, `FakeProviderServer`) only move the bytes. Nothing in this module does I/O
 or reads a clock.
@@ -11,7 +11,7 @@ or reads a clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmroute.testing._script import (
@@ -28,6 +28,7 @@ from llmroute.testing._script import (
     Wire,
     estimate_tokens,
 )
+from llmroute.trace import ToolCall
 
 __all__ = ["Rendered", "render"]
 
@@ -69,6 +70,9 @@ class _Generation:
     delay: float
     fail_after: int | None
     latency: float
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: OpenAI streams: argument characters per fragment (0: each call whole)
+    fragment: int = 0
 
 
 def render(
@@ -90,16 +94,20 @@ def render(
     """
     match behaviour:
         case Reply():
-            text = behaviour.text
+            calls = tuple(behaviour.tool_calls)
+            text = behaviour.text if behaviour.text is not None else ("" if calls else "ok")
             gen = _Generation(
                 chunks=(text,),
                 prompt_tokens=_or(behaviour.prompt_tokens, estimate_tokens(prompt_text)),
-                completion_tokens=_or(behaviour.completion_tokens, estimate_tokens(text)),
-                finish_reason=behaviour.finish_reason,
+                completion_tokens=_or(
+                    behaviour.completion_tokens, estimate_tokens(text + _calls_text(calls))
+                ),
+                finish_reason=_finish_with(behaviour.finish_reason, calls),
                 usage=behaviour.usage,
                 delay=0.0,
                 fail_after=None,
                 latency=behaviour.latency,
+                tool_calls=calls,
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
         case Stream():
@@ -107,13 +115,16 @@ def render(
                 chunks=tuple(behaviour.chunks),
                 prompt_tokens=_or(behaviour.prompt_tokens, estimate_tokens(prompt_text)),
                 completion_tokens=_or(
-                    behaviour.completion_tokens, estimate_tokens("".join(behaviour.chunks))
+                    behaviour.completion_tokens,
+                    estimate_tokens("".join(behaviour.chunks) + _calls_text(behaviour.tool_calls)),
                 ),
-                finish_reason=behaviour.finish_reason,
+                finish_reason=_finish_with(behaviour.finish_reason, behaviour.tool_calls),
                 usage=behaviour.usage,
                 delay=behaviour.delay,
                 fail_after=behaviour.fail_after,
                 latency=behaviour.latency,
+                tool_calls=tuple(behaviour.tool_calls),
+                fragment=behaviour.fragment,
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
         case RateLimit():
@@ -150,14 +161,71 @@ def _or(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
 
 
+def _calls_text(calls: Sequence[ToolCall]) -> str:
+    return "".join(call.name + call.arguments for call in calls)
+
+
+def _finish_with(finish: str | None, calls: Sequence[ToolCall]) -> str | None:
+    return "tool_calls" if calls and finish == "stop" else finish
+
+
+def _openai_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, object]]:
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in calls
+    ]
+
+
+def _call_fragments(calls: tuple[ToolCall, ...], size: int) -> list[list[dict[str, object]]]:
+    """Each call as OpenAI streams it: a head with id, type, name and empty arguments, then
+    the arguments `size` characters at a time (size 0: the whole call in one delta)."""
+    deltas: list[list[dict[str, object]]] = []
+    for index, call in enumerate(calls):
+        if size <= 0:
+            whole = _openai_calls((call,))[0]
+            deltas.append([{"index": index, **whole}])
+            continue
+        head = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        deltas.append([head])
+        arguments = call.arguments
+        for start in range(0, len(arguments), size):
+            piece = arguments[start : start + size]
+            deltas.append([{"index": index, "function": {"arguments": piece}}])
+    return deltas
+
+
+def _gemini_call_part(call: ToolCall) -> dict[str, object]:
+    function_call: dict[str, object] = {}
+    if call.id:
+        function_call["id"] = call.id
+    function_call["name"] = call.name
+    function_call["args"] = json.loads(call.arguments) if call.arguments.strip() else {}
+    part: dict[str, object] = {"functionCall": function_call}
+    if call.thought_signature is not None:
+        part["thoughtSignature"] = call.thought_signature
+    return part
+
+
 def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _gemini_finish(reason: str) -> str:
-    return {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}.get(
-        reason, reason.upper()
-    )
+    return {
+        "stop": "STOP",
+        "tool_calls": "STOP",
+        "length": "MAX_TOKENS",
+        "content_filter": "SAFETY",
+    }.get(reason, reason.upper())
 
 
 def _render_generation(
@@ -225,7 +293,7 @@ def _openai_completion(gen: _Generation, model: str, response_id: str) -> dict[s
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(gen.chunks)},
+                "message": _openai_message(gen),
                 "logprobs": None,
                 "finish_reason": gen.finish_reason,
             }
@@ -238,13 +306,24 @@ def _openai_completion(gen: _Generation, model: str, response_id: str) -> dict[s
     return answer
 
 
+def _openai_message(gen: _Generation) -> dict[str, object]:
+    text = "".join(gen.chunks)
+    if not gen.tool_calls:
+        return {"role": "assistant", "content": text}
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": _openai_calls(gen.tool_calls),
+    }
+
+
 def _openai_events(
     gen: _Generation, model: str, include_usage: bool, response_id: str
 ) -> list[tuple[float, bytes]]:
-    """PROVIDERS.md 9.1: a role chunk, the content chunks, a finish chunk, `[DONE]`."""
+    """docs/providers.md 9.1: a role chunk, the content chunks, a finish chunk, `[DONE]`."""
     request_id = f"req_{response_id}"
 
-    def chunk(delta: dict[str, str], finish: str | None, **more: object) -> bytes:
+    def chunk(delta: dict[str, object], finish: str | None, **more: object) -> bytes:
         event: dict[str, object] = {
             "id": f"chatcmpl-{response_id}",
             "object": "chat.completion.chunk",
@@ -264,6 +343,8 @@ def _openai_events(
         events.append((gen.delay if index else 0.0, chunk({"content": text}, None)))
     if gen.fail_after is not None:
         return events
+    for fragments in _call_fragments(gen.tool_calls, gen.fragment):
+        events.append((gen.delay, chunk({"tool_calls": fragments}, None)))
     x_groq: dict[str, object] = {"id": request_id}
     if gen.usage:
         x_groq["usage"] = _openai_usage(gen)
@@ -295,8 +376,12 @@ def _gemini_usage(prompt_tokens: int, candidates_tokens: int) -> dict[str, int]:
     }
 
 
-def _gemini_candidate(text: str, finish: str | None) -> dict[str, object]:
-    candidate: dict[str, object] = {"content": {"role": "model", "parts": [{"text": text}]}}
+def _gemini_candidate(
+    text: str, finish: str | None, calls: tuple[ToolCall, ...] = ()
+) -> dict[str, object]:
+    parts: list[dict[str, object]] = [{"text": text}] if text or not calls else []
+    parts += [_gemini_call_part(call) for call in calls]
+    candidate: dict[str, object] = {"content": {"role": "model", "parts": parts}}
     if finish is not None:
         candidate["finishReason"] = _gemini_finish(finish)
     candidate["index"] = 0
@@ -305,7 +390,7 @@ def _gemini_candidate(text: str, finish: str | None) -> dict[str, object]:
 
 def _gemini_completion(gen: _Generation, model: str, response_id: str) -> dict[str, object]:
     answer: dict[str, object] = {
-        "candidates": [_gemini_candidate("".join(gen.chunks), gen.finish_reason)]
+        "candidates": [_gemini_candidate("".join(gen.chunks), gen.finish_reason, gen.tool_calls)]
     }
     if gen.usage:
         answer["usageMetadata"] = _gemini_usage(gen.prompt_tokens, gen.completion_tokens)
@@ -315,16 +400,24 @@ def _gemini_completion(gen: _Generation, model: str, response_id: str) -> dict[s
 
 
 def _gemini_events(gen: _Generation, model: str, response_id: str) -> list[tuple[float, bytes]]:
-    """PROVIDERS.md 9.4: one event per chunk, running usage, finishReason on the last."""
-    chunks = gen.chunks or ("",)
-    sent = chunks if gen.fail_after is None else chunks[: gen.fail_after]
+    """docs/providers.md 9.4: one event per text chunk, then one per tool call (Gemini
+    sends calls whole), running usage, finishReason on the last."""
+    items: list[tuple[str, tuple[ToolCall, ...]]] = [
+        (text, ()) for text in gen.chunks if text or not gen.tool_calls
+    ]
+    if gen.fail_after is not None:
+        items = items[: gen.fail_after]
+    else:
+        items += [("", (call,)) for call in gen.tool_calls]
+    if not items and gen.fail_after is None:
+        items = [("", ())]
     events: list[tuple[float, bytes]] = []
     so_far = ""
-    for index, text in enumerate(sent):
+    for index, (text, calls) in enumerate(items):
         so_far += text
-        last = index == len(chunks) - 1 and gen.fail_after is None
+        last = index == len(items) - 1 and gen.fail_after is None
         event: dict[str, object] = {
-            "candidates": [_gemini_candidate(text, gen.finish_reason if last else None)]
+            "candidates": [_gemini_candidate(text, gen.finish_reason if last else None, calls)]
         }
         if gen.usage:
             running = (

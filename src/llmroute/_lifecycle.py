@@ -1,0 +1,70 @@
+"""Which event loop a router serves, and whether it may serve at all.
+
+A router serves one event loop after another (two `asyncio.run` in a row, `complete_sync`
+then `asyncio.run`): when a call arrives on a new loop and the old one has no call in
+flight, the loop-bound parts are rebuilt (`on_new_loop`). A call from a second loop while
+the first still has calls in flight (two threads sharing a router) raises a clear
+`LLMRouteError` instead of failing deep inside a library. A closed router raises too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from llmroute.errors import LLMRouteError
+
+__all__ = ["LoopGuard"]
+
+
+class LoopGuard:
+    __slots__ = ("_active", "_lock", "_loop", "_on_new_loop", "closed")
+
+    def __init__(self, on_new_loop: Callable[[], None]) -> None:
+        self._on_new_loop = on_new_loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._active = 0
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def enter(self) -> None:
+        """Start a call: refuse on a closed router; bind to the running loop."""
+        if self.closed:
+            raise LLMRouteError("router is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        self._active += 1
+
+    def leave(self) -> None:
+        self._active -= 1
+
+    def check_sync(self) -> None:
+        """For `complete_sync`: no running loop here, and the router open."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise LLMRouteError(
+                "complete_sync was called inside a running event loop; "
+                "use `await router.complete(...)` there instead"
+            )
+        if self.closed:
+            raise LLMRouteError("router is closed")
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            previous = self._loop
+            if previous is loop:
+                return
+            if previous is not None and self._active and not previous.is_closed():
+                raise LLMRouteError(
+                    "this router is serving another event loop right now (a call from "
+                    "another thread?); use one router per thread, with a shared store"
+                )
+            self._loop = loop
+            self._active = 0
+            if previous is not None:
+                self._on_new_loop()

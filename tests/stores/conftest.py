@@ -1,0 +1,43 @@
+"""Every backend behind one fixture, so the conformance cases run unchanged over each.
+
+A `Backend` hands out fresh store objects onto one shared state (`make()`): for the memory
+store that is the same object; for SQLite and Redis, a new connection, as another process
+would open. `t0` is where the case's timeline starts, in the backend's time base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from store_backends import Backend, RedisServer, make_backend, redis_binary
+
+from llmroute.stores import StateStore
+
+BACKENDS = ("memory", "sqlite", "redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (skipped locally when missing, never in CI)."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    url = None
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+    yield make_backend(request.param, tmp_path, url)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[StateStore]:
+    yield backend.make()
+    await backend.close_all()

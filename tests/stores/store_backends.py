@@ -1,0 +1,138 @@
+"""The backends under test, how to start each fresh, and a real redis-server to run on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from llmroute.stores import MemoryStore, RedisStore, SQLiteStore, StateStore
+
+INSTALL_HINT = "apt-get install -y redis-server"
+
+
+@dataclass
+class Backend:
+    name: str
+    t0: float
+    factory: Callable[[], StateStore]
+    opened: list[StateStore] = field(default_factory=list)
+
+    def make(self) -> StateStore:
+        store = self.factory()
+        self.opened.append(store)
+        return store
+
+    async def close_all(self) -> None:
+        for store in self.opened:
+            await store.aclose()
+
+
+def make_backend(name: str, tmp_path: Path, redis_url: str | None = None) -> Backend:
+    """A fresh, empty backend of kind `name`."""
+    if name == "memory":
+        memory = MemoryStore()
+        return Backend(name, 1_000.0, lambda: memory)
+    if name == "sqlite":
+        path = tmp_path / "state" / "llmroute.sqlite3"
+        return Backend(name, wall_t0(), lambda: SQLiteStore(path))
+    if name == "redis":
+        assert redis_url is not None
+        # A prefix of its own per case: cases share one server, never its keys. The
+        # timeline is driven by hand, so the case passes its own time, not the server's.
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
+        return Backend(
+            name,
+            wall_t0(),
+            lambda: RedisStore(redis_url, prefix=prefix, use_server_time=False),
+        )
+    raise AssertionError(f"unknown backend {name}")
+
+
+def wall_t0() -> float:
+    """A timeline start near the real wall clock, on a whole second."""
+    return float(int(time.time()))
+
+
+class RedisServer:
+    """A real `redis-server` on a free loopback port: no persistence, its own temp dir."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--dir", str(self.workdir),
+                "--save", "",
+                "--appendonly", "no",
+                "--protected-mode", "yes",
+                "--daemonize", "no",
+                "--logfile", str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def _wait_ready(self) -> None:
+        """Poll until the server answers PING: starting a real process takes real time."""
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited at start:\n{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer within 10 s")
+
+
+def redis_binary() -> str:
+    """The redis-server to run, or skip (fail under CI) with how to install it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = f"redis-server is not installed; to run the Redis tests: {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must run them: .ci/run installs it)")
+        pytest.skip(message)
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
