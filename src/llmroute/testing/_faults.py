@@ -47,14 +47,28 @@ import contextlib
 import json
 import socket
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+
+from llmroute.testing._fault_wire import (
+    PIECES,
+    FaultRequest,
+    Wire,
+    body_pieces,
+    chunk,
+    chunked_head,
+    complete_body,
+    error,
+    event,
+    good_answer,
+    key_of,
+    plain,
+    read_request,
+    terminator,
+)
 
 __all__ = ["FAULTS", "FaultRequest", "FaultServer", "Wire"]
 
-Wire = Literal["openai", "gemini"]
 
 FAULTS = (
     "ok",
@@ -74,24 +88,6 @@ FAULTS = (
     "key_echo_partial",
     "header_echo",
 )
-
-_TEXT = "The quick brown fox jumps over the lazy dog."
-_PIECES = ("The quick ", "brown fox ", "jumps over ", "the lazy ", "dog.")
-_MAX_HEAD = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRequest:
-    """One request the server read: which fault it asked for, on which wire."""
-
-    fault: str
-    wire: Wire
-    stream: bool
-    model: str
-    headers: Mapping[str, str]
-    body: bytes
-    #: tokens the server counted in the prompt (see the module docstring)
-    prompt_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,14 +208,14 @@ class FaultServer:
 
     async def _answer_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; True when the connection may carry another."""
-        request = await _read_request(reader, self.completion_tokens)
+        request = await read_request(reader, self.completion_tokens)
         if request is None:
             return False
         self.requests.append(request)
         exchange = _Exchange(request, reader, writer)
         answer = getattr(self, f"_fault_{request.fault}", None)
         if answer is None:
-            await _send(writer, _plain(404, "text/plain", b"no such fault"))
+            await _send(writer, plain(404, "text/plain", b"no such fault"))
             return True
         keep: bool = await answer(exchange)
         return keep
@@ -227,18 +223,18 @@ class FaultServer:
     # -- the faults ----------------------------------------------------------------------
 
     async def _fault_ok(self, ex: _Exchange) -> bool:
-        await _send(ex.writer, _good_answer(ex.request, self.completion_tokens))
+        await _send(ex.writer, good_answer(ex.request, self.completion_tokens))
         return True
 
     async def _fault_drip_body(self, ex: _Exchange) -> bool:
-        answer = _good_answer(ex.request, self.completion_tokens)
+        answer = good_answer(ex.request, self.completion_tokens)
         head, _, body = answer.partition(b"\r\n\r\n")
         await _send(ex.writer, head + b"\r\n\r\n")
         await self._drip(ex.writer, body)
         return False
 
     async def _fault_drip_headers(self, ex: _Exchange) -> bool:
-        await self._drip(ex.writer, _good_answer(ex.request, self.completion_tokens))
+        await self._drip(ex.writer, good_answer(ex.request, self.completion_tokens))
         return False
 
     async def _fault_hang(self, ex: _Exchange) -> bool:
@@ -247,19 +243,19 @@ class FaultServer:
 
     async def _fault_stream_forever(self, ex: _Exchange) -> bool:
         request = ex.request
-        await _send(ex.writer, _chunked_head(request))
+        await _send(ex.writer, chunked_head(request))
         if not request.stream:
-            await _send(ex.writer, _chunk(b'{"choices": ['))
+            await _send(ex.writer, chunk(b'{"choices": ['))
         while True:
-            piece = _event(request, "more ", None, 0) if request.stream else b" "
-            await _send(ex.writer, _chunk(piece))
+            piece = event(request, "more ", None, 0) if request.stream else b" "
+            await _send(ex.writer, chunk(piece))
             await asyncio.sleep(self.tick)
 
     async def _fault_slow_chunks(self, ex: _Exchange) -> bool:
         request = ex.request
-        await _send(ex.writer, _chunked_head(request))
-        for piece in _body_pieces(request, self.completion_tokens):
-            await _send(ex.writer, _chunk(piece))
+        await _send(ex.writer, chunked_head(request))
+        for piece in body_pieces(request, self.completion_tokens):
+            await _send(ex.writer, chunk(piece))
             await asyncio.sleep(self.gap)
         await _send(ex.writer, b"0\r\n\r\n")
         return False
@@ -275,21 +271,21 @@ class FaultServer:
 
     async def _fault_html_200(self, ex: _Exchange) -> bool:
         page = b"<html><body><h1>Service temporarily unavailable</h1></body></html>"
-        await _send(ex.writer, _plain(200, "text/html; charset=utf-8", page))
+        await _send(ex.writer, plain(200, "text/html; charset=utf-8", page))
         return True
 
     async def _fault_malformed_json(self, ex: _Exchange) -> bool:
         broken = b'{"choices": [{"message": {"role": "assistant", "content": "The qu'
         if ex.request.stream:
-            await _send(ex.writer, _chunked_head(ex.request))
-            await _send(ex.writer, _chunk(b"data: " + broken + b"\n\n"))
-            await _send(ex.writer, _chunk(_terminator(ex.request)) + b"0\r\n\r\n")
+            await _send(ex.writer, chunked_head(ex.request))
+            await _send(ex.writer, chunk(b"data: " + broken + b"\n\n"))
+            await _send(ex.writer, chunk(terminator(ex.request)) + b"0\r\n\r\n")
         else:
-            await _send(ex.writer, _plain(200, "application/json", broken))
+            await _send(ex.writer, plain(200, "application/json", broken))
         return True
 
     async def _fault_truncated_body(self, ex: _Exchange) -> bool:
-        answer = _good_answer(ex.request, self.completion_tokens)
+        answer = good_answer(ex.request, self.completion_tokens)
         if ex.request.stream:
             # One chunk announced whole, half of it sent.
             head, _, body = answer.partition(b"\r\n\r\n")
@@ -303,14 +299,14 @@ class FaultServer:
 
     async def _fault_cut_stream(self, ex: _Exchange) -> bool:
         request = ex.request
-        await _send(ex.writer, _chunked_head(request))
+        await _send(ex.writer, chunked_head(request))
         if request.stream:
-            for piece in _PIECES[:2]:
-                await _send(ex.writer, _chunk(_event(request, piece, None, 0)))
+            for piece in PIECES[:2]:
+                await _send(ex.writer, chunk(event(request, piece, None, 0)))
             await _send(ex.writer, b"0\r\n\r\n")  # a clean end, without the terminator
             return True
-        body = _complete_body(request, self.completion_tokens)
-        await _send(ex.writer, _chunk(body[: len(body) // 2]))
+        body = complete_body(request, self.completion_tokens)
+        await _send(ex.writer, chunk(body[: len(body) // 2]))
         await _close_softly(ex.writer)
         return False
 
@@ -318,35 +314,35 @@ class FaultServer:
         request = ex.request
         if not request.stream:
             shape = {"choices": "none"} if request.wire == "openai" else {"candidates": 7}
-            await _send(ex.writer, _plain(200, "application/json", json.dumps(shape).encode()))
+            await _send(ex.writer, plain(200, "application/json", json.dumps(shape).encode()))
             return True
-        await _send(ex.writer, _chunked_head(request))
-        await _send(ex.writer, _chunk(_event(request, "The quick ", None, 0)))
-        await _send(ex.writer, _chunk(b'data: {"choices": [{"delta": {"content": "brown\n\n'))
-        await _send(ex.writer, _chunk(_event(request, "fox.", "stop", self.completion_tokens)))
-        await _send(ex.writer, _chunk(_terminator(request)) + b"0\r\n\r\n")
+        await _send(ex.writer, chunked_head(request))
+        await _send(ex.writer, chunk(event(request, "The quick ", None, 0)))
+        await _send(ex.writer, chunk(b'data: {"choices": [{"delta": {"content": "brown\n\n'))
+        await _send(ex.writer, chunk(event(request, "fox.", "stop", self.completion_tokens)))
+        await _send(ex.writer, chunk(terminator(request)) + b"0\r\n\r\n")
         return True
 
     async def _fault_key_echo(self, ex: _Exchange) -> bool:
-        key = _key_of(ex.request)
+        key = key_of(ex.request)
         if ex.request.wire == "openai":
             message = f"Incorrect API key provided: {key}. You can find your API key online."
-            await _send(ex.writer, _error(ex.request, 401, message, "invalid_api_key"))
+            await _send(ex.writer, error(ex.request, 401, message, "invalid_api_key"))
         else:
             message = f"API key not valid: {key}. Please pass a valid API key."
-            await _send(ex.writer, _error(ex.request, 400, message, "API_KEY_INVALID"))
+            await _send(ex.writer, error(ex.request, 400, message, "API_KEY_INVALID"))
         return True
 
     async def _fault_key_echo_partial(self, ex: _Exchange) -> bool:
-        key = _key_of(ex.request)
+        key = key_of(ex.request)
         message = f"Request rejected for the key {key[3:19]}... (project suspended)"
-        await _send(ex.writer, _error(ex.request, 400, message, "invalid_request"))
+        await _send(ex.writer, error(ex.request, 400, message, "invalid_request"))
         return True
 
     async def _fault_header_echo(self, ex: _Exchange) -> bool:
         listed = "; ".join(f"{k}: {v}" for k, v in ex.request.headers.items())
         message = f"Bad request. Headers received: {listed}"
-        await _send(ex.writer, _error(ex.request, 400, message, "invalid_request"))
+        await _send(ex.writer, error(ex.request, 400, message, "invalid_request"))
         return True
 
     async def _drip(self, writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -355,80 +351,7 @@ class FaultServer:
             await asyncio.sleep(self.drip)
 
 
-# -- reading a request -------------------------------------------------------------------
-
-
-async def _read_request(reader: asyncio.StreamReader, completion: int) -> FaultRequest | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None  # the client closed a kept-alive connection
-    if len(head) > _MAX_HEAD:  # pragma: no cover
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    _, target, _ = ([*lines[0].split(" "), "", ""])[:3]
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-    path, _, _ = target.partition("?")
-    fault = path.strip("/").split("/", 1)[0]
-    wire: Wire = "gemini" if "/models/" in path else "openai"
-    try:
-        parsed = json.loads(body or b"{}")
-    except ValueError:
-        parsed = {}
-    if not isinstance(parsed, dict):
-        parsed = {}
-    if wire == "gemini":
-        stream = ":streamGenerateContent" in path
-        model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
-    else:
-        stream = parsed.get("stream") is True
-        model = str(parsed.get("model", ""))
-    return FaultRequest(
-        fault=fault,
-        wire=wire,
-        stream=stream,
-        model=model,
-        headers=headers,
-        body=body,
-        prompt_tokens=_count_tokens(_prompt_text(parsed)),
-    )
-
-
-def _prompt_text(body: Mapping[str, object]) -> str:
-    """Every string in the messages (OpenAI) or contents (Gemini)."""
-    found: list[str] = []
-
-    def walk(value: object) -> None:
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(body.get("messages", body.get("contents", [])))
-    return "".join(found)
-
-
-def _count_tokens(text: str) -> int:
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
-    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
-
-
-def _key_of(request: FaultRequest) -> str:
-    if request.wire == "gemini":
-        return request.headers.get("x-goog-api-key", "")
-    return request.headers.get("authorization", "").removeprefix("Bearer ")
-
-
-# -- writing answers ---------------------------------------------------------------------
+# -- sending ------------------------------------------------------------------------------
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -441,146 +364,3 @@ async def _close_softly(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError):
         writer.write_eof()
     writer.close()
-
-
-def _plain(status: int, content_type: str, body: bytes, *, close: bool = False) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
-    head = (
-        f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\n"
-        f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-        + ("connection: close\r\n" if close else "")
-        + "\r\n"
-    )
-    return head.encode() + body
-
-
-def _chunked_head(request: FaultRequest) -> bytes:
-    content_type = "text/event-stream" if request.stream else "application/json"
-    return (
-        f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n"
-        "transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    ).encode()
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def _usage(request: FaultRequest, completion: int) -> dict[str, int]:
-    prompt = request.prompt_tokens
-    if request.wire == "openai":
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-    return {
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": completion,
-        "totalTokenCount": prompt + completion,
-    }
-
-
-def _complete_body(request: FaultRequest, completion: int) -> bytes:
-    if request.wire == "openai":
-        body: dict[str, object] = {
-            "id": "chatcmpl-fault",
-            "object": "chat.completion",
-            "created": 1767225600,
-            "model": request.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": _TEXT},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _usage(request, completion),
-        }
-    else:
-        body = {
-            "candidates": [
-                {
-                    "content": {"parts": [{"text": _TEXT}], "role": "model"},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": _usage(request, completion),
-            "modelVersion": request.model,
-            "responseId": "fault",
-        }
-    return json.dumps(body).encode()
-
-
-def _event(request: FaultRequest, text: str, finish: str | None, completion: int) -> bytes:
-    """One SSE event with `text`; with `finish`, the last one, carrying usage."""
-    if request.wire == "openai":
-        chunk: dict[str, object] = {
-            "id": "chatcmpl-fault",
-            "object": "chat.completion.chunk",
-            "created": 1767225600,
-            "model": request.model,
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-        }
-        if finish is not None:
-            chunk["usage"] = _usage(request, completion)
-    else:
-        candidate: dict[str, object] = {
-            "content": {"parts": [{"text": text}], "role": "model"},
-            "index": 0,
-        }
-        chunk = {"candidates": [candidate], "modelVersion": request.model}
-        if finish is not None:
-            candidate["finishReason"] = "STOP"
-            chunk["usageMetadata"] = _usage(request, completion)
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-
-def _terminator(request: FaultRequest) -> bytes:
-    return b"data: [DONE]\n\n" if request.wire == "openai" else b""
-
-
-def _body_pieces(request: FaultRequest, completion: int) -> list[bytes]:
-    """The body of a good answer in pieces: a stream's events, or slices of the JSON."""
-    if request.stream:
-        last = len(_PIECES) - 1
-        pieces = [
-            _event(request, p, "stop" if i == last else None, completion)
-            for i, p in enumerate(_PIECES)
-        ]
-        terminator = _terminator(request)
-        return [*pieces, terminator] if terminator else pieces
-    body = _complete_body(request, completion)
-    step = max(1, len(body) // 5)
-    return [body[i : i + step] for i in range(0, len(body), step)]
-
-
-def _good_answer(request: FaultRequest, completion: int) -> bytes:
-    if not request.stream:
-        return _plain(200, "application/json", _complete_body(request, completion))
-    body = b"".join(_chunk(p) for p in _body_pieces(request, completion)) + b"0\r\n\r\n"
-    return _chunked_head(request) + body
-
-
-def _error(request: FaultRequest, status: int, message: str, code: str) -> bytes:
-    if request.wire == "openai":
-        envelope: dict[str, object] = {
-            "error": {"message": message, "type": "invalid_request_error", "code": code}
-        }
-    else:
-        envelope = {
-            "error": {
-                "code": status,
-                "message": message,
-                "status": "INVALID_ARGUMENT",
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": code,
-                        "domain": "googleapis.com",
-                    }
-                ],
-            }
-        }
-    return _plain(status, "application/json", json.dumps(envelope).encode())
