@@ -6,7 +6,8 @@
   requests/s (the ceiling the store puts on a router, before any HTTP).
 - `router_conc`: `Router.complete` at `--concurrency` against `bench/server.py` (0 ms
   latency), one model with rpm/tpm limits so the limiter runs on every request, with
-  `store=` each backend; req/s. Rounds alternate the order of the backends.
+  `store=` each backend; req/s and client CPU µs per request (the figure least moved by
+  other load on the machine). Rounds alternate the order of the backends.
 
 Redis runs on a `redis-server` this script starts on a free loopback port (no persistence)
 and is skipped when none is installed; SQLite on a file in a temp dir.
@@ -137,7 +138,8 @@ async def store_conc(make: Callable[[], Any], concurrency: int, seconds: float) 
 
 async def router_conc(
     make: Callable[[], Any], base_url: str, concurrency: int, seconds: float
-) -> float:
+) -> tuple[float, float]:
+    """req/s, and this process's CPU µs per request (the store thread's included)."""
     from llmroute import Router
 
     models = {
@@ -162,13 +164,14 @@ async def router_conc(
                     await router.complete("bench/model", "Hello")
                     done += 1
 
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             rate = done / (time.perf_counter() - started)
+            cpu_us = (time.process_time() - cpu) / max(done, 1) * 1e6
         finally:
             await router.aclose()
             await store.aclose()
-    return rate
+    return rate, cpu_us
 
 
 def _median(values: list[float]) -> float | None:
@@ -182,7 +185,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         redis = Redis(tmp)
         try:
             runs: dict[str, dict[str, list[float]]] = {
-                k: {"acquire_us": [], "request_us": [], "store_conc": [], "router_conc": []}
+                k: {
+                    "acquire_us": [],
+                    "request_us": [],
+                    "store_conc": [],
+                    "router_conc": [],
+                    "router_cpu_us": [],
+                }
                 for k in BACKENDS
             }
             with FakeServer(0.0) as server:
@@ -204,11 +213,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         if not args.no_router:
                             make = factory(kind, tmp, redis.url, 200 + rnd)
                             assert make is not None
-                            row["router_conc"].append(
-                                await router_conc(
-                                    make, server.base_url, args.concurrency, args.seconds
-                                )
+                            rate, cpu_us = await router_conc(
+                                make, server.base_url, args.concurrency, args.seconds
                             )
+                            row["router_conc"].append(rate)
+                            row["router_cpu_us"].append(cpu_us)
         finally:
             redis.close()
     for kind, row in runs.items():

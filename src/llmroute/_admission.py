@@ -22,15 +22,19 @@ sharing the store see it too).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from llmroute.clock import Clock
+from llmroute.errors import StoreError
 from llmroute.stores.base import Bucket, Charge, StateStore
 
 __all__ = ["Admission", "Refusal", "Reservation", "closed_name"]
+
+logger = logging.getLogger("llmroute")
 
 #: a float wait can round to zero; never spin on it
 _MIN_SLEEP: Final = 0.001
@@ -103,7 +107,13 @@ class Reservation:
         if admission.commit_nowait is not None:
             admission.commit_nowait(self.charge, real_tokens)
         else:
-            await admission.store.commit(self.charge, real_tokens)
+            try:
+                await admission.store.commit(self.charge, real_tokens)
+            except StoreError as exc:
+                # The answer is in hand: losing it over a bookkeeping write would be worse
+                # than keeping the estimate charged.
+                logger.warning("the charge of a served request keeps its estimate: %s", exc)
+                return
         if shrinks:
             admission.poke(self._queue)
 
@@ -116,7 +126,12 @@ class Reservation:
         if admission.cancel_nowait is not None:
             admission.cancel_nowait(self.charge)
         else:
-            await admission.store.cancel(self.charge)
+            try:
+                await admission.store.cancel(self.charge)
+            except StoreError as exc:
+                # Failing safe: the charge stays, and the failure being handled is reported.
+                logger.warning("a charge could not be given back: %s", exc)
+                return
         admission.poke(self._queue)
 
 

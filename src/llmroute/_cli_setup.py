@@ -9,13 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmroute._registry import provider_kind
 from llmroute.config._env import VAR
+from llmroute.testing._wires import fake_wire
 
 __all__ = ["fake_env_lines", "run_fake_server", "run_init"]
-
-#: the wire each provider type speaks, and so the fake server's base URL it needs
-_OPENAI_TYPES = frozenset({"openai_compatible"})
-_GEMINI_TYPES = frozenset({"google_ai_studio"})
 
 
 class _Printer(Protocol):
@@ -55,13 +53,12 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
     lines: list[str] = []
     keys: list[str] = []
     for name, raw in providers.items():
-        kind = raw.get("type")
-        if kind in _OPENAI_TYPES:
-            url = f"{base_url}/v1"
-        elif kind in _GEMINI_TYPES:
-            url = f"{base_url}/v1beta"
-        else:
+        # the wire the provider type speaks, and where the fake serves it
+        kind = provider_kind(str(raw.get("type")))
+        wire = fake_wire(kind.wire) if kind is not None and kind.wire else None
+        if wire is None:
             continue  # CLI agents run a local program, which no fake replaces
+        url = base_url + wire.base_path
         match = VAR.fullmatch(str(raw.get("base_url", "")))
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")

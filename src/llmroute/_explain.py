@@ -11,6 +11,7 @@ from typing import Any
 from llmroute._candidate import Candidate
 from llmroute._walk import Walk
 from llmroute.keys.rotation import KeyPool
+from llmroute.stores.base import Bucket
 from llmroute.trace import CandidateExplanation, Explanation
 
 __all__ = ["explain_chain", "key_status"]
@@ -79,11 +80,11 @@ async def _explain_one(
 
 
 async def _soonest_option(
-    walk: Walk, options: Sequence[Sequence[object]], tokens: int, queue: str
+    walk: Walk, options: Sequence[Sequence[Bucket]], tokens: int, queue: str
 ) -> tuple[float, int]:
     best, best_index = math.inf, 0
     for index, option in enumerate(options):
-        wait = await walk.admission.peek([option], tokens, queue)  # type: ignore[list-item]
+        wait = await walk.admission.peek([option], tokens, queue)
         if wait < best:
             best, best_index = wait, index
         if wait == 0.0:

@@ -180,6 +180,8 @@ class Recorder:
                 latency_ms=(self.mono() - started) * 1000.0,
             )
         )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: ok", cand.id, cand.label(slot) or "")
 
     def log_request(self, call: Call, model: str, usage: Usage) -> None:
         """The one INFO line per served request, with its facts as structured fields."""

@@ -257,9 +257,10 @@ class Walk:
                 picked = slow
                 now = self.mono()
             slot, reservation, waited = picked
-            if cand.rotates:
+            pool = cand.pool
+            if pool is not None and cand.rotates:
                 try:
-                    await cand.pool.take(slot)  # type: ignore[union-attr]
+                    await pool.take(slot)
                 except BaseException:
                     # Nothing was sent yet (cancelled, the store failed): the charge goes back.
                     if reservation is not None:

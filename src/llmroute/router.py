@@ -15,6 +15,7 @@ import asyncio
 import os
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -383,6 +384,9 @@ class Router:
         self._guard.check_sync()
         if self._runner is None:
             self._runner = asyncio.Runner()
+            # A script that never calls close() still ends cleanly: the loop is shut down
+            # (its async generators and sessions closed) at exit, with no warning.
+            weakref.finalize(self, self._runner.close)
         return self._runner.run(
             self.complete(
                 target,

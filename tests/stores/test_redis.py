@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from store_backends import RedisServer, redis_binary
 from store_workers import admit_many
 
@@ -53,6 +52,8 @@ async def test_hosts_with_skewed_clocks_share_one_window(redis_server: RedisServ
 
 
 async def test_every_key_expires_by_itself(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
     prefix = fresh_prefix()
     store = RedisStore(redis_server.url, prefix)
     try:

@@ -31,7 +31,8 @@ __all__ = [
     "Strategy",
 ]
 
-ProviderType = Literal["openai_compatible", "google_ai_studio", "codex_cli", "claude_code"]
+#: a provider type name, as its module registered it (llmroute._registry)
+ProviderType = str
 OnLimit = Literal["sleep", "fallback"]
 RotationStrategy = Literal["round_robin", "failover"]
 
@@ -90,6 +91,8 @@ class ProviderConfig:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    #: the fields of the provider's own type (its registered `options`), defaults filled in
+    options: Mapping[str, object] = field(default_factory=dict)
     #: the keys and every `${VAR}` value interpolated into headers, env or base_url
     secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 

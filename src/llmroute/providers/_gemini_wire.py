@@ -37,6 +37,9 @@ MAX_STOP_SEQUENCES: Final = 5
 #: what Gemini's docs allow in place of a signature it never gave (a history built
 #: elsewhere, or after a fallback from another provider)
 SKIP_SIGNATURE: Final = "skip_thought_signature_validator"
+#: OpenAI tool options with no Gemini counterpart: dropped (Gemini may answer with several
+#: calls regardless, and they are all kept)
+_NO_GEMINI_EQUIVALENT: Final = frozenset({"parallel_tool_calls"})
 _MODES: Final = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 _IMAGE_TYPES: Final = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
@@ -145,6 +148,8 @@ def _build(
     if config:
         body["generationConfig"] = config
     for name, value in request.extra.items():
+        if name in _NO_GEMINI_EQUIVALENT:
+            continue
         current = body.get(name)
         # A caller adding e.g. thinkingConfig through extra should not lose max_tokens.
         if isinstance(current, dict) and isinstance(value, Mapping):

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers._gemini_wire import MAX_STOP_SEQUENCES, CallMemory, build_body, parse_parts
@@ -53,7 +54,13 @@ from llmroute.providers.base import (
 )
 from llmroute.trace import ToolCall, Usage
 
-__all__ = ["DEFAULT_BASE_URL", "MAX_STOP_SEQUENCES", "GoogleAIStudioProvider", "build_body"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "KINDS",
+    "MAX_STOP_SEQUENCES",
+    "GoogleAIStudioProvider",
+    "build_body",
+]
 
 _BODY = "gemini_body"
 
@@ -496,3 +503,15 @@ def _require_key(key: str | None) -> str:
     if not key:
         raise ValueError("google_ai_studio needs an API key for every attempt")
     return key
+
+
+KINDS = (
+    ProviderKind(
+        name="google_ai_studio",
+        factory=GoogleAIStudioProvider,
+        transport="http",
+        capabilities=frozenset({"tools", "vision", "json"}),
+        default_base_url=DEFAULT_BASE_URL,
+        wire="gemini",
+    ),
+)

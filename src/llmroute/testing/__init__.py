@@ -34,6 +34,7 @@ from llmroute.testing._script import (
 )
 from llmroute.testing._server import FakeProviderServer, serve_in_thread
 from llmroute.testing._transport import FakeTransport
+from llmroute.testing._wires import FakeWire, RequestFacts, register_wire
 
 __all__ = [
     "FAULTS",
@@ -43,6 +44,7 @@ __all__ = [
     "FakeProviderServer",
     "FakeScript",
     "FakeTransport",
+    "FakeWire",
     "FaultRequest",
     "FaultServer",
     "Garbage",
@@ -53,10 +55,12 @@ __all__ = [
     "RateLimit",
     "RecordedRequest",
     "Reply",
+    "RequestFacts",
     "ScaledClock",
     "ServerError",
     "Status",
     "Stream",
     "Timeout",
+    "register_wire",
     "serve_in_thread",
 ]

@@ -15,14 +15,13 @@ I/O or reads a clock.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
-from urllib.parse import parse_qs, unquote
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import unquote
 
-from llmroute.testing._view import messages_of, tool_names_of, wire_problem
+from llmroute.testing._wires import _GEMINI_PATH, _OPENAI_SUFFIX, fake_wire, match_wire
 from llmroute.trace import ToolCall
 
 if TYPE_CHECKING:
@@ -46,12 +45,11 @@ __all__ = [
     "estimate_tokens",
 ]
 
-Wire = Literal["openai", "gemini"]
+#: a wire the fakes speak: "openai", "gemini", or one registered with `register_wire`
+Wire = str
 
-_GEMINI_PATH = re.compile(
-    r"^(?:.*/)?models/(?P<model>[^/]+?):(?P<action>generateContent|streamGenerateContent)$"
-)
-_OPENAI_SUFFIX = "/chat/completions"
+# Kept importable from here for the other fakes that route by the same paths.
+__all__ += ["_GEMINI_PATH", "_OPENAI_SUFFIX"]
 
 
 def estimate_tokens(text: str) -> int:
@@ -213,12 +211,14 @@ class RecordedRequest:
         """The conversation as OpenAI-shaped messages, whichever wire carried it (a Gemini
         body read back: `functionCall` parts as `tool_calls`, `functionResponse` parts as
         `tool` messages, `inlineData` as a data-URL image part)."""
-        return messages_of(self.wire, self.body)
+        wire = fake_wire(self.wire)
+        return wire.messages(self.body) if wire is not None else []
 
     @property
     def tools(self) -> list[str]:
         """The names of the functions the request declared."""
-        return tool_names_of(self.wire, self.body)
+        wire = fake_wire(self.wire)
+        return wire.tools(self.body) if wire is not None else []
 
     @property
     def last_message(self) -> dict[str, Any]:
@@ -345,28 +345,24 @@ class FakeScript:
         `:streamGenerateContent` the Gemini wire; anything else is a 404.
         """
         # deferred: `_wire` imports the behaviours from this module
-        from llmroute.testing._wire import _error, render
+        from llmroute.testing._wire import _error
 
         path = unquote(path)
         lowered = {name.lower(): value for name, value in headers.items()}
-        gemini = _GEMINI_PATH.match(path)
-        wire: Wire
-        if path.endswith(_OPENAI_SUFFIX):
-            wire = "openai"
-        elif gemini is not None:
-            wire = "gemini"
-        else:
-            return _error(404, "openai", f"Unknown request URL: {method} {path}", "not_found")
-        if method.upper() != "POST":
-            return _error(405, wire, f"Method {method} not allowed on {path}", "method_not_allowed")
         parsed = _parse_json(body)
-        facts = _facts(wire, lowered, parsed, gemini, query)
+        matched = match_wire(path, query, lowered, parsed)
+        if matched is None:
+            return _error(404, "openai", f"Unknown request URL: {method} {path}", "not_found")
+        wire, facts = matched
+        if method.upper() != "POST":
+            message = f"Method {method} not allowed on {path}"
+            return _error(405, wire.name, message, "method_not_allowed")
         key, model, stream = facts.key, facts.model, facts.stream
         self._answered += 1
         recorded: RecordedRequest | None = None
         if self._record or self._rules:
             recorded = RecordedRequest(
-                wire=wire,
+                wire=wire.name,
                 model=model if isinstance(model, str) else "",
                 key=key,
                 stream=stream,
@@ -377,17 +373,20 @@ class FakeScript:
             )
             if self._record:
                 self.requests.append(recorded)
-        refusal = _refusal(wire, parsed, model)
-        if refusal is not None:
-            return refusal
-        assert isinstance(parsed, dict) and isinstance(model, str)
+        if not isinstance(parsed, dict):
+            return _error(400, wire.name, "The request body is not a JSON object.", "invalid_json")
+        if not isinstance(model, str) or not model:
+            return _error(400, wire.name, "The request names no model.", "model_missing")
+        problem = wire.problem(parsed)
+        if problem is not None:
+            return _error(400, wire.name, problem, "invalid_request")
         behaviour = self._by_rule(recorded) if self._rules and recorded is not None else None
-        return render(
+        return wire.render(
             behaviour or self.next_behaviour(model, key),
-            wire=wire,
+            wire=wire.name,
             model=model,
             stream=stream,
-            prompt_text=_prompt_text(wire, parsed),
+            prompt_text=wire.prompt_text(parsed),
             include_usage=facts.include_usage,
             sse=facts.sse,
             response_id=f"fake{self._answered:06d}",
@@ -395,54 +394,6 @@ class FakeScript:
 
     def __repr__(self) -> str:
         return f"FakeScript(pending={self.pending()}, requests={len(self.requests)})"
-
-
-def _refusal(wire: Wire, parsed: object, model: object) -> Rendered | None:
-    """The 400 the real provider would give this body, if any."""
-    from llmroute.testing._wire import _error
-
-    if not isinstance(parsed, dict):
-        return _error(400, wire, "The request body is not a JSON object.", "invalid_json")
-    if not isinstance(model, str) or not model:
-        return _error(400, wire, "The request names no model.", "model_missing")
-    problem = wire_problem(wire, parsed)
-    return None if problem is None else _error(400, wire, problem, "invalid_request")
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    key: str | None
-    model: object
-    stream: bool
-    include_usage: bool = False
-    sse: bool = True
-
-
-def _facts(
-    wire: Wire,
-    headers: Mapping[str, str],
-    parsed: object,
-    gemini: re.Match[str] | None,
-    query: str,
-) -> _Facts:
-    """Key, model and streaming options, read where each wire puts them."""
-    if wire == "openai":
-        auth = headers.get("authorization", "")
-        fields = parsed if isinstance(parsed, dict) else {}
-        options = fields.get("stream_options")
-        return _Facts(
-            key=auth[7:].strip() if auth[:7].lower() == "bearer " else None,
-            model=fields.get("model"),
-            stream=fields.get("stream") is True,
-            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        )
-    assert gemini is not None
-    return _Facts(
-        key=headers.get("x-goog-api-key"),
-        model=gemini["model"],
-        stream=gemini["action"] == "streamGenerateContent",
-        sse="sse" in parse_qs(query).get("alt", []),
-    )
 
 
 def _check_behaviour(behaviour: object) -> None:
@@ -465,30 +416,7 @@ def _parse_json(body: bytes) -> object:
         return None
 
 
-def _prompt_text(wire: Wire, body: dict[str, object]) -> str:
-    texts: list[str] = []
-    if wire == "openai":
-        messages = body.get("messages")
-        for message in messages if isinstance(messages, list) else []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts += _part_texts(content)
-        return "\n".join(texts)
-    system = body.get("systemInstruction")
-    if isinstance(system, dict) and isinstance(system.get("parts"), list):
-        texts += _part_texts(system["parts"])
-    contents = body.get("contents")
-    for content in contents if isinstance(contents, list) else []:
-        if isinstance(content, dict) and isinstance(content.get("parts"), list):
-            texts += _part_texts(content["parts"])
-    return "\n".join(texts)
-
-
-def _part_texts(parts: list[object]) -> list[str]:
-    return [
-        part["text"]
-        for part in parts
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    ]
+def _prompt_text(wire: Wire, body: dict[str, Any]) -> str:
+    """The prompt's text of a body on `wire` (for the token counts the fakes report)."""
+    spec = fake_wire(wire)
+    return spec.prompt_text(body) if spec is not None else ""
