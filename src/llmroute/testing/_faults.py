@@ -24,6 +24,7 @@ fault can break HTTP itself: headers sent a byte at a time, a body shorter than 
 - `slow_chunks`: a correct answer sent in pieces `gap` seconds apart.
 - `reset`: reads the request, then resets the connection (RST).
 - `refused`: `base_url` points at a port where nothing listens.
+- `bad_status_line`: an answer that is not HTTP at all (it repeats the key, too).
 - `html_200`: status 200 with an HTML page (a captive portal, a proxy's error page).
 - `malformed_json`: status 200 with JSON cut in the middle (a stream: its first event).
 - `truncated_body`: fewer bytes than announced, then the connection closes.
@@ -79,6 +80,7 @@ FAULTS = (
     "slow_chunks",
     "reset",
     "refused",
+    "bad_status_line",
     "html_200",
     "malformed_json",
     "truncated_body",
@@ -268,6 +270,11 @@ class FaultServer:
 
     async def _fault_refused(self, ex: _Exchange) -> bool:  # pragma: no cover
         return await self._fault_reset(ex)  # only reached by a hand-made URL
+
+    async def _fault_bad_status_line(self, ex: _Exchange) -> bool:
+        await _send(ex.writer, f"SSH-2.0-OpenSSH {key_of(ex.request)}\r\n\r\n".encode())
+        await _close_softly(ex.writer)
+        return False
 
     async def _fault_html_200(self, ex: _Exchange) -> bool:
         page = b"<html><body><h1>Service temporarily unavailable</h1></body></html>"
