@@ -3,13 +3,16 @@
 A thread hop costs more than a small SQLite transaction: fifty concurrent requests each
 making three calls would mean 150 hand-overs between the loop and the thread. Calls made
 before the loop next turns are handed over together, run one after another in call order
-(each its own transaction), and their results come back together.
+(each its own transaction), and their results come back together. Several event loops
+(one router per thread, sharing the store) each get their own batches; the one worker
+thread runs them all in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +29,7 @@ class TickQueue:
     waiting (cancelled) but which ran to its end anyway, so its effect can be undone.
     """
 
-    __slots__ = ("_executor", "_loop", "_on_abandoned", "_pending", "_run_one", "name")
+    __slots__ = ("_executor", "_lock", "_on_abandoned", "_pending", "_run_one", "name")
 
     def __init__(
         self,
@@ -38,25 +41,31 @@ class TickQueue:
         self._run_one = run_one
         self._on_abandoned = on_abandoned
         self._executor: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[_Call] = []
+        #: calls not yet handed over, per event loop
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        if self._pending and self._loop is not loop:
-            # Left over from an event loop that has ended: nobody waits for those.
-            self._pending = []
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            self._loop = loop
-            loop.call_soon(self._dispatch)
-        self._pending.append((fn, args, future))
+        with self._lock:
+            pending = self._pending.get(loop)
+            if pending is None:
+                pending = self._pending[loop] = []
+                loop.call_soon(self._dispatch, loop)
+                # Calls left by event loops that ended before handing them over: nobody
+                # waits for those.
+                for dead in [other for other in self._pending if other.is_closed()]:
+                    del self._pending[dead]
+            pending.append((fn, args, future))
         return future
 
-    def _dispatch(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch and self._loop is not None:
-            self.executor().submit(self._run_batch, self._loop, batch)
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch = self._pending.pop(loop, None)
+            executor = self.executor()
+        if batch:
+            executor.submit(self._run_batch, loop, batch)
 
     def executor(self) -> ThreadPoolExecutor:
         executor = self._executor
@@ -90,19 +99,18 @@ class TickQueue:
                 future.set_result(result)
 
     async def shutdown(self, last: Callable[[], None]) -> None:
-        """Run what is queued, then `last` on the thread, then stop the thread."""
-        executor, self._executor = self._executor, None
+        """Hand over what this loop has queued, run `last` after it on the thread, then let
+        the thread go (a later call starts a new one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            executor, self._executor = self._executor, None
+            batch = self._pending.pop(loop, None)
         if executor is None:
             return
-        if self._pending:
-            self._dispatch_on(executor)
+        if batch:
+            executor.submit(self._run_batch, loop, batch)
         await asyncio.wrap_future(executor.submit(last))
         executor.shutdown(wait=False)
-
-    def _dispatch_on(self, executor: ThreadPoolExecutor) -> None:
-        batch, self._pending = self._pending, []
-        if self._loop is not None:
-            executor.submit(self._run_batch, self._loop, batch)
 
 
 def forget(future: asyncio.Future[Any]) -> None:

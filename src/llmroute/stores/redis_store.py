@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -81,7 +82,7 @@ class RedisStore:
             import redis.asyncio  # noqa: F401
         except ImportError as exc:
             raise ConfigError(
-                ["state.backend: redis needs the redis extra: pip install 'llmroute[redis]'"]
+                ["the Redis store needs the redis extra: pip install llmroute[redis]"]
             ) from exc
         self._url = url
         self.prefix = prefix
@@ -91,9 +92,10 @@ class RedisStore:
         parts = urlsplit(url)
         # Where the server is, for messages: never the URL, which may carry a password.
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        self._client: aioredis.Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: Batcher | None = None
+        #: per event loop (a client cannot move between loops): one router per thread may
+        #: share this store
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[aioredis.Redis, Batcher]] = {}
+        self._lock = threading.Lock()
         self._window_keys: dict[str, tuple[str, str, str, str]] = {}
         self._seq = f"{prefix}:seq"
         self._cooldowns = f"{prefix}:cooldowns"
@@ -106,14 +108,19 @@ class RedisStore:
 
     # -- connection --------------------------------------------------------------------------
 
-    def _connect(self) -> aioredis.Redis:
-        """The client of the running event loop (a client cannot move between loops)."""
+    def _connect(self) -> tuple[aioredis.Redis, Batcher]:
+        """The client of the running event loop, made on its first call."""
         loop = asyncio.get_running_loop()
-        client = self._client
-        if client is not None and self._loop is loop:
-            return client
-        if client is not None:
-            _abandon(client)
+        made = self._clients.get(loop)
+        if made is not None:
+            return made
+        with self._lock:
+            for dead in [other for other in self._clients if other.is_closed()]:
+                _abandon(self._clients.pop(dead)[0])
+            made = self._clients[loop] = self._new_client(loop)
+        return made
+
+    def _new_client(self, loop: asyncio.AbstractEventLoop) -> tuple[aioredis.Redis, Batcher]:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -132,14 +139,10 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         client = aioredis.Redis.from_pool(pool)
-        self._client, self._loop = client, loop
-        self._batcher = Batcher(client, loop)
-        return client
+        return client, Batcher(client, loop)
 
     def _call(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        self._connect()
-        assert self._batcher is not None
-        return self._batcher.call(_SCRIPTS[name], keys, args)
+        return self._connect()[1].call(_SCRIPTS[name], keys, args)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -204,8 +207,8 @@ class RedisStore:
         if done.cancelled() or done.exception() is not None:
             return
         status, member = done.result()
-        if status == 0 and self._batcher is not None:
-            refund = self._batcher.call(_SCRIPTS["cancel"], list(pairs), [member])
+        if status == 0:
+            refund = self._call("cancel", list(pairs), [member])
             refund.add_done_callback(_swallow)
 
     async def commit(self, charge: Charge, tokens: int) -> None:
@@ -237,7 +240,7 @@ class RedisStore:
     # -- keys --------------------------------------------------------------------------------
 
     async def _write(self, key: str, field: str, value: Any, ttl: int) -> None:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, field, value)
@@ -247,7 +250,7 @@ class RedisStore:
             raise self._failure(exc) from exc
 
     async def _read_all(self, key: str) -> dict[str, str]:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             fields = await client.hgetall(key)
             return {str(f): str(v) for f, v in fields.items()}
@@ -266,7 +269,7 @@ class RedisStore:
         return int(await self._script("rotate", [self._indexes], [provider, n_keys, KEY_STATE_TTL]))
 
     async def get_index(self, provider: str) -> int | None:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             value = await client.hget(self._indexes, provider)
         except Exception as exc:
@@ -289,7 +292,7 @@ class RedisStore:
     # -- inspection and lifetime -------------------------------------------------------------
 
     async def snapshot(self, now: float) -> dict[str, Any]:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             async with client.pipeline(transaction=True) as pipe:
                 for key in (self._cooldowns, self._disabled, self._indexes, self._learned):
@@ -318,15 +321,17 @@ class RedisStore:
         }
 
     async def aclose(self) -> None:
-        client, loop, batcher = self._client, self._loop, self._batcher
-        self._client = self._loop = self._batcher = None
-        if client is None:
+        """Close this event loop's connections, and let go of those of loops that ended
+        (another thread's running loop keeps its own until that loop closes them)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mine = self._clients.pop(loop, None)
+            for dead in [other for other in self._clients if other.is_closed()]:
+                _abandon(self._clients.pop(dead)[0])
+        if mine is None:
             return
-        if loop is not asyncio.get_running_loop():
-            _abandon(client)
-            return
-        if batcher is not None:
-            await batcher.aclose()
+        client, batcher = mine
+        await batcher.aclose()
         with contextlib.suppress(Exception):
             await client.aclose()
 
