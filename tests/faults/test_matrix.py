@@ -1,10 +1,11 @@
-"""Every fault x both wires x complete and stream, through a Router on its own client.
+"""Every fault x both wires x complete and stream, through a Router on its own client and
+on a user's `httpx.AsyncClient`.
 
 For every case: it ends in a result or a typed llmroute error within deadline + 0.25 s;
 no secret (keys, a header value, a base_url part, all from `${VAR}`) and no 8-character
 fragment of one appears in any error, attempt row or DEBUG log line; nothing is warned;
-no connection, task or child process is left once the router is closed. The four cases of
-one fault run concurrently, so the suite takes about one deadline per slow fault.
+no connection, task or child process is left once the router is closed. The eight cases
+of one fault run concurrently, so the suite takes about one deadline per slow fault.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmroute import Router
@@ -36,6 +38,8 @@ FULL_TEXT = "The quick brown fox jumps over the lazy dog."
 
 @dataclass
 class Case:
+    router: Router
+    client: str  # "own" | "httpx"
     target: str
     mode: str  # "complete" | "stream"
     texts: list[str] = field(default_factory=list)
@@ -45,14 +49,14 @@ class Case:
 
     @property
     def name(self) -> str:
-        return f"{WIRES[self.target]}/{self.mode}"
+        return f"{self.client}/{WIRES[self.target]}/{self.mode}"
 
 
-async def run_case(router: Router, case: Case) -> None:
+async def run_case(case: Case) -> None:
     started = time.monotonic()
     try:
         async with asyncio.timeout(DEADLINE + GUARD):
-            await _call(router, case)
+            await _call(case.router, case)
     except BaseException as exc:  # every kind is judged below, not just the expected ones
         case.error = exc
         case.texts += exception_texts(exc)
@@ -104,21 +108,44 @@ async def test_fault(fault: str, tmp_path: Path, caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.DEBUG)
     tasks_before = asyncio.all_tasks()
     children_before = set(child_pids())
-    cases = [Case(target, mode) for target in (OAI, GEM) for mode in ("complete", "stream")]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         async with FaultServer(drip=0.4, gap=0.7, tick=0.05) as server:
-            router = Router(models_config(server, fault), {}, env_file=None, cache_dir=tmp_path)
-            texts = [repr(router), repr(router.config)]
+            user_client = httpx.AsyncClient(trust_env=False)
+            routers = {
+                client: Router(
+                    models_config(server, fault),
+                    {},
+                    env_file=None,
+                    cache_dir=tmp_path / client,
+                    http_client=user_client if client == "httpx" else None,
+                )
+                for client in ("own", "httpx")
+            }
+            cases = [
+                Case(router, client, target, mode)
+                for client, router in routers.items()
+                for target in (OAI, GEM)
+                for mode in ("complete", "stream")
+            ]
+            texts = [text for r in routers.values() for text in (repr(r), repr(r.config))]
             try:
-                await asyncio.gather(*(run_case(router, case) for case in cases))
-                texts.append(repr(router.usage()))
+                await asyncio.gather(*(run_case(case) for case in cases))
+                texts += [repr(r.usage()) for r in routers.values()]
             finally:
-                await router.aclose()
+                for router in routers.values():
+                    await router.aclose()
+                await user_client.aclose()
             connections_closed = await until(lambda: server.open_connections == 0)
         gc.collect()
     report = {case.name: judge(fault, case) for case in cases}
-    report["log lines and reprs"] = [f"secret: {found}" for found in leaked(caplog.text)]
+    # Every record but httpx's own: a user's httpx client logs each request URL at INFO,
+    # base_url secrets included, on its own logger.
+    logged = [
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    ]
+    logged += [r.exc_text or "" for r in caplog.records]
+    report["log lines"] = [f"secret: {found}" for found in leaked("\n".join(logged))]
     report["reprs"] = [f"secret: {found}" for found in leaked("\n".join(texts))]
     report["warnings"] = [str(w.message) for w in caught]
     report["asyncio/aiohttp logs"] = [

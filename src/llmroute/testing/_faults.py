@@ -286,7 +286,7 @@ class FaultServer:
         if ex.request.stream:
             await _send(ex.writer, chunked_head(ex.request))
             await _send(ex.writer, chunk(b"data: " + broken + b"\n\n"))
-            await _send(ex.writer, chunk(terminator(ex.request)) + b"0\r\n\r\n")
+            await _send(ex.writer, _last_chunks(ex.request))
         else:
             await _send(ex.writer, plain(200, "application/json", broken))
         return True
@@ -327,7 +327,7 @@ class FaultServer:
         await _send(ex.writer, chunk(event(request, "The quick ", None, 0)))
         await _send(ex.writer, chunk(b'data: {"choices": [{"delta": {"content": "brown\n\n'))
         await _send(ex.writer, chunk(event(request, "fox.", "stop", self.completion_tokens)))
-        await _send(ex.writer, chunk(terminator(request)) + b"0\r\n\r\n")
+        await _send(ex.writer, _last_chunks(request))
         return True
 
     async def _fault_key_echo(self, ex: _Exchange) -> bool:
@@ -359,6 +359,12 @@ class FaultServer:
 
 
 # -- sending ------------------------------------------------------------------------------
+
+
+def _last_chunks(request: FaultRequest) -> bytes:
+    """The stream's terminator event (OpenAI's `[DONE]`; Gemini has none), then the end."""
+    end = terminator(request)
+    return (chunk(end) if end else b"") + b"0\r\n\r\n"
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
