@@ -70,12 +70,15 @@ async def main():
 
 asyncio.run(main())
 """,
+    # HTTP sessions and the CLI providers' concurrency slots are bound to a loop: each
+    # loop gets its own.
     "loop_after_loop": """
 router = new_router()
-print(asyncio.run(router.complete("gem/m", "hi")).text)
-print(asyncio.run(router.complete("gem/m", "hi")).text)
-print(router.complete_sync("gem/m", "hi").text)
-print(asyncio.run(router.complete("gem/m", "hi")).text)
+for target in ("gem/m", "cli/m"):
+    print(asyncio.run(router.complete(target, "hi")).text)
+    print(asyncio.run(router.complete(target, "hi")).text)
+    print(router.complete_sync(target, "hi").text)
+    print(asyncio.run(router.complete(target, "hi")).text)
 router.close()
 """,
     "two_threads": """
@@ -109,8 +112,20 @@ router.close()
 }
 
 
-def config(server: FaultServer) -> dict[str, Any]:
+FAKE_CLAUDE = """
+import sys
+sys.stdin.read()
+print('{"type":"result","subtype":"success","is_error":false,"result":"from the cli",'
+      '"usage":{"input_tokens":3,"output_tokens":3}}')
+"""
+
+
+def config(server: FaultServer, cache: Path) -> dict[str, Any]:
     slow = server.base_url("slow_chunks", "openai")
+    bin_dir = cache.with_name(cache.name + "-bin")  # beside the cache, which tests list
+    bin_dir.mkdir(exist_ok=True)
+    fake_claude = bin_dir / "fake_claude.py"
+    fake_claude.write_text(FAKE_CLAUDE)
     return {
         "providers": {
             "gem": {
@@ -119,10 +134,16 @@ def config(server: FaultServer) -> dict[str, Any]:
                 "api_keys": KEYS,
             },
             "slow": {"type": "openai_compatible", "base_url": slow, "api_key": KEYS[0] + "x"},
+            "cli": {
+                "type": "claude_code",
+                "command": [sys.executable, str(fake_claude)],
+                "max_concurrency": 1,
+            },
         },
         "models": {
             "gem/m": {"provider": "gem", "model": "gemini-2.5-flash"},
             "slow/m": {"provider": "slow", "model": "m"},
+            "cli/m": {"provider": "cli", "model": "sonnet"},
         },
     }
 
@@ -136,7 +157,7 @@ async def run_script(name: str, server: FaultServer, cache: Path) -> tuple[int, 
         sys.executable,
         "-c",
         PRELUDE + SCRIPTS[name],
-        json.dumps(config(server)),
+        json.dumps(config(server, cache)),
         str(cache),
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -200,7 +221,10 @@ async def test_one_loop_after_another(server: FaultServer, tmp_path: Path) -> No
     code, out, err = await run_script("loop_after_loop", server, tmp_path)
     assert code == 0, err
     assert_quiet(err, out)
-    assert out.splitlines() == ["The quick brown fox jumps over the lazy dog."] * 4
+    assert (
+        out.splitlines()
+        == ["The quick brown fox jumps over the lazy dog."] * 4 + ["from the cli"] * 4
+    )
 
 
 async def test_two_threads_at_once_get_a_clear_error(server: FaultServer, tmp_path: Path) -> None:
