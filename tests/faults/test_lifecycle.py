@@ -28,10 +28,10 @@ import asyncio, json, sys, threading
 from llmroute import Router
 from llmroute.errors import LLMRouteError
 
-config, cache = json.loads(sys.argv[1]), sys.argv[2]
+config, cache, limits = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 
 def new_router():
-    return Router(config, {}, env_file=None, cache_dir=cache)
+    return Router(config, limits, env_file=None, cache_dir=cache)
 
 def report(exc):
     print(f"{type(exc).__name__}|{isinstance(exc, LLMRouteError)}|{exc}")
@@ -107,10 +107,14 @@ except Exception as exc:
     report(exc)
 thread.join(10)
 print(results[0])
+# the refused call spent none of gem/m's budget (rpm 1)
+print(asyncio.run(router.complete("gem/m", "hi")).text)
 router.close()
 """,
 }
 
+
+LIMITS = {"two_threads": {"strategy": {"on_limit": "fallback"}, "models": {"gem/m": {"rpm": 1}}}}
 
 FAKE_CLAUDE = """
 import sys
@@ -159,6 +163,7 @@ async def run_script(name: str, server: FaultServer, cache: Path) -> tuple[int, 
         PRELUDE + SCRIPTS[name],
         json.dumps(config(server, cache)),
         str(cache),
+        json.dumps(LIMITS.get(name, {})),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -231,13 +236,14 @@ async def test_two_threads_at_once_get_a_clear_error(server: FaultServer, tmp_pa
     code, out, err = await run_script("two_threads", server, tmp_path)
     assert code == 0, err
     assert_quiet(err, out)
-    refused, first = out.splitlines()
+    refused, first, after = out.splitlines()
     _, typed, message = refused.split("|", 2)
     assert typed == "True", refused
     assert "thread" in message or "loop" in message
     assert first == "slow done"
-    # the refused call was never sent, so it spent no budget at the provider
-    assert len(server.requests_for("ok")) == 0
+    assert after == "The quick brown fox jumps over the lazy dog."
+    # the refused call was never sent, nor charged
+    assert len(server.requests_for("ok")) == 1
 
 
 async def test_stale_temp_files_of_killed_processes_are_removed(
