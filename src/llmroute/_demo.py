@@ -30,6 +30,7 @@ from typing import Any, Final, TextIO
 
 import yaml
 
+from llmroute._demo_tools import script_tool_round_trip, tool_round_trip
 from llmroute.errors import LLMRouteError, RequestError
 from llmroute.router import Router
 from llmroute.stores import Bucket, MemoryStore
@@ -37,11 +38,10 @@ from llmroute.testing import (
     FakeProviderServer,
     FakeScript,
     RateLimit,
-    RecordedRequest,
     Reply,
     ServerError,
 )
-from llmroute.trace import Attempt, Completion, ToolCall
+from llmroute.trace import Attempt, Completion
 
 __all__ = ["run_demo"]
 
@@ -144,56 +144,8 @@ def _script(rng: random.Random, requests: int) -> FakeScript:
         "llama-3.3-70b-versatile", ServerError(status=503, latency=0.03), *replies(enough)
     )
     script.script("anthropic/claude-sonnet-4.5", *replies(4))
-    # The tool round trip: the model asks for get_weather (no id, as Gemini does), then
-    # answers once the result is in. Rules answer before any queue, so they only match it.
-    script.when(_asks_weather, Reply(tool_calls=[ToolCall("", "get_weather", _CALL_ARGS)]))
-    script.when(_has_weather, Reply(text=_WEATHER_ANSWER))
+    script_tool_round_trip(script)
     return script
-
-
-_WEATHER_TOOL: Final = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-_CALL_ARGS: Final = '{"city": "Paris"}'
-_WEATHER_ANSWER: Final = "18 °C and clear in Paris."
-
-
-def _asks_weather(request: RecordedRequest) -> bool:
-    return "get_weather" in request.tools and request.last_message.get("role") == "user"
-
-
-def _has_weather(request: RecordedRequest) -> bool:
-    return request.last_message.get("role") == "tool"
-
-
-async def _tool_round_trip(
-    models: dict[str, Any], limits: dict[str, Any], cache_dir: Path, out: TextIO
-) -> None:
-    out.write("\nTool round trip  (tools=[get_weather] on gemini/flash, the Gemini wire)\n")
-    with _new_cache_dir_quiet():
-        router = Router(models, limits, env_file=None, cache_dir=cache_dir / "tools")
-    async with router:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
-        first = await router.complete("gemini/flash", messages, tools=[_WEATHER_TOOL])
-        (call,) = first.tool_calls
-        out.write(
-            f"  1. the model asks: {call.name}({call.arguments}), finish_reason "
-            f"{first.finish_reason}, id {call.id[:12]}... (generated: Gemini sent none)\n"
-        )
-        result = '{"temp_c": 18, "sky": "clear"}'
-        messages += [first.message(), {"role": "tool", "tool_call_id": call.id, "content": result}]
-        out.write(f"  2. your code runs it and appends the result: {result}\n")
-        second = await router.complete("gemini/flash", messages, tools=[_WEATHER_TOOL])
-        out.write(f"  3. the model answers: {second.text!r} (docs/tools.md)\n")
 
 
 async def _seed_tight_window(store: MemoryStore, limits: dict[str, Any], start: float) -> None:
@@ -484,7 +436,8 @@ async def run_demo(*, requests: int = 36, seed: int = 7, out: TextIO | None = No
                 _print_usage(router, out)
                 await _print_keys(router, cache_dir, out)
             await _paid_once(models, limits, cache_dir, requests + 1, out)
-            await _tool_round_trip(models, limits, cache_dir, out)
+            with _new_cache_dir_quiet():
+                await tool_round_trip(models, limits, cache_dir / "tools", out)
             out.write(_legend(tally, requests, elapsed, limits))
     out.write(
         f"\nDone in {time.perf_counter() - t_begin:.1f}s; the fake server is stopped and the "

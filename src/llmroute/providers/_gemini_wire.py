@@ -147,7 +147,12 @@ def _build(
     config = _generation_config(request)
     if config:
         body["generationConfig"] = config
-    for name, value in request.extra.items():
+    _merge_extra(body, request.extra)
+    return body
+
+
+def _merge_extra(body: JSONObject, extra: Mapping[str, object]) -> None:
+    for name, value in extra.items():
         if name in _NO_GEMINI_EQUIVALENT:
             continue
         current = body.get(name)
@@ -156,7 +161,6 @@ def _build(
             body[name] = {**current, **value}
         else:
             body[name] = value
-    return body
 
 
 def _current_turn_start(messages: Sequence[Mapping[str, Any]]) -> int:

@@ -57,6 +57,30 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _as_calls(calls: Sequence[object]) -> tuple[ToolCall, ...]:
+    """`ToolCall`s, or the same calls written as the OpenAI shape
+    (`{"id", "type", "function": {"name", "arguments"}}`) or flat (`{"id", "name",
+    "arguments"}`); arguments given as an object are written as JSON."""
+    out: list[ToolCall] = []
+    for index, call in enumerate(calls):
+        if isinstance(call, ToolCall):
+            out.append(call)
+            continue
+        if not isinstance(call, Mapping):
+            raise TypeError(f"tool_calls[{index}]: expected a ToolCall or a mapping")
+        function = call.get("function")
+        fields = function if isinstance(function, Mapping) else call
+        arguments = fields.get("arguments", "{}")
+        out.append(
+            ToolCall(
+                str(call.get("id", f"call_{index}")),
+                str(fields["name"]),
+                arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """A successful answer with `text` and/or `tool_calls`.
@@ -73,7 +97,7 @@ class Reply:
     """
 
     text: str | None = None
-    tool_calls: Sequence[ToolCall] = ()
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     #: OpenAI spelling (`stop`, `length`, `content_filter`); Gemini gets `STOP`, `MAX_TOKENS`, ...
@@ -83,7 +107,7 @@ class Reply:
 
     def __post_init__(self) -> None:
         # A list is the natural thing to pass; keep the reply hashable and immutable.
-        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        object.__setattr__(self, "tool_calls", _as_calls(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +123,7 @@ class Stream:
     #: sent after the text, as the wire streams them: OpenAI in fragments (id and name
     #: first, then the arguments `fragment` characters at a time; 0 sends each call whole
     #: in one delta, as Groq does), Gemini one whole call per event
-    tool_calls: Sequence[ToolCall] = ()
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()
     fragment: int = 8
     delay: float = 0.0
     fail_after: int | None = None
@@ -111,7 +135,7 @@ class Stream:
     latency: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        object.__setattr__(self, "tool_calls", _as_calls(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
