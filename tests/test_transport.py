@@ -853,6 +853,17 @@ def test_two_loops_at_once_each_get_their_own_session(caplog: pytest.LogCaptureF
     assert server.connections_total == 2
 
 
+async def test_a_session_closed_twice_at_once_closes_once(server: FakeProviderServer) -> None:
+    # its loop's aclose and another thread's hand-over can meet
+    client = AiohttpClient()
+    response = await client.post(chat_url(server), content=chat_body(), headers=JSON)
+    assert response.status_code == 200
+    entry = client._sessions[asyncio.get_running_loop()]
+    await asyncio.gather(entry.close(), entry.close(), client.aclose())
+    assert entry.session.closed
+    await until(lambda: server.open_connections == 0)
+
+
 async def test_a_cancelled_post_closes_its_connection_and_leaves_no_task(
     server: FakeProviderServer, client: AiohttpClient
 ) -> None:

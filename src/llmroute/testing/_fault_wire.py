@@ -80,7 +80,7 @@ async def read_request(reader: asyncio.StreamReader, completion: int) -> FaultRe
 
 
 def prompt_text(body: Mapping[str, object]) -> str:
-    """Every string in the messages (OpenAI) or contents (Gemini)."""
+    """Every string in the messages (OpenAI) or contents (Gemini), roles left out."""
     found: list[str] = []
 
     def walk(value: object) -> None:
