@@ -333,7 +333,7 @@ class Router:
             RoutingError / RateLimitedError: every candidate was skipped or failed.
             StoreError: the state store could not be reached (nothing was sent).
         """
-        chain = self._chain(target)
+        chain = self._chains.get(target) or self._chain(target)
         request, needs, tokens = prepare(
             self._completion_estimate,
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
@@ -343,7 +343,12 @@ class Router:
             check_budget(timeout, deadline)
         self._guard.enter()
         try:
-            call = self._new_call(target, deadline)
+            call = Call(
+                target,
+                self._mono(),
+                self._max_attempts,
+                deadline if deadline is not None else self._default_deadline,
+            )
             cand, served = await self._walk.run(
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
