@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from llmroute._candidate import Candidate
+from llmroute._records import ok_attempt
 from llmroute._redact import Redactor
 from llmroute.trace import Attempt, ModelUsage, Outcome, Usage
 
@@ -165,15 +166,14 @@ class Recorder:
         """The served attempt: its row, its usage counted, its log lines. Returns its cost by
         the model's price (None: no price). One method, as it runs on every request."""
         call.attempts.append(
-            Attempt(
-                model=cand.id,
-                provider=cand.provider_name,
-                key=cand.label(slot),
-                outcome="ok",
-                status=200 if cand.provider_config.uses_keys else None,
-                waited_s=waited,
-                latency_ms=(self.mono() - started) * 1000.0,
-                wait_reason=wait_reason,
+            ok_attempt(
+                cand.id,
+                cand.provider_name,
+                cand.label(slot),
+                200 if cand.provider_config.uses_keys else None,
+                waited,
+                (self.mono() - started) * 1000.0,
+                wait_reason,
             )
         )
         stats = self.stats.get(cand.id)
