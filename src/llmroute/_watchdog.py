@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from llmroute._lifecycle import running_loop
+
 __all__ = ["GRAIN", "Limit", "Watchdog"]
 
 #: how often armed limits are checked, in seconds
@@ -54,7 +56,7 @@ class Watchdog:
 
     def arm(self, seconds: float) -> Limit:
         """Limit the current task to `seconds` from now (until `disarm`)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         if loop is not self._loop:
             self._loop = loop
             self._timer = None
