@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from llmroute._records import _setters, completion, ok_attempt
+from llmroute._records import _setters, completion, ok_attempt, usage
 from llmroute.trace import Attempt, Completion, ToolCall, Usage
 
 
@@ -55,3 +55,11 @@ def test_completion_is_the_constructed_answer_and_stays_frozen() -> None:
 def test_a_class_whose_fields_differ_is_refused() -> None:
     with pytest.raises(RuntimeError, match="out of date with Usage"):
         _setters(Usage, "prompt_tokens completion_tokens total_tokens")
+
+
+def test_usage_is_the_constructed_report() -> None:
+    built = usage(3, 4, 7)
+    made = Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7)
+    assert built == made
+    assert repr(built) == repr(made)
+    assert built.estimated is False

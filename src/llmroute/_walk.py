@@ -325,7 +325,8 @@ class Walk:
                         await reservation.cancel()
                     raise
             # The attempt's timeout, cut to what is left of the deadline.
-            seconds = min(attempt_timeout, call.deadline_at - now)
+            left = call.deadline_at - now
+            seconds = attempt_timeout if attempt_timeout < left else left
             wire = _wire(request, cand.wire_model, seconds, first=not call.sent)
             call.sent += 1
             result = await self._send(

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from llmroute._records import usage as reported_usage
 from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
@@ -407,10 +408,8 @@ def _usage(value: object) -> Usage | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     total = value.get("total_tokens")
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=total if isinstance(total, int) else prompt + completion,
+    return reported_usage(
+        prompt, completion, total if isinstance(total, int) else prompt + completion
     )
 
 
