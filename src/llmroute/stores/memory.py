@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from llmroute.stores._window import Entry, SlidingWindow
 from llmroute.stores.base import Bucket, Charge, LimitKind
+from llmroute.stores.window import Entry, SlidingWindow
 
 __all__ = ["MemoryStore"]
 
