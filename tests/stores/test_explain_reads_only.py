@@ -3,12 +3,15 @@ could see, however briefly, and no key index advanced."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from llmroute import Router
+from llmroute.stores import Bucket, Charge, RedisStore
 from llmroute.stores.sqlite_store import SQLiteStore
 from llmroute.testing import FakeClock, FakeScript, FakeTransport
 
@@ -74,3 +77,19 @@ async def test_explain_on_a_shared_store_only_reads(tmp_path: Path) -> None:
             assert first.candidates[0].outcome == "would_send"
     finally:
         await store.inner.aclose()
+
+
+async def test_a_redis_dry_run_takes_the_servers_time(request: pytest.FixtureRequest) -> None:
+    """Like an admission, a dry run ignores the caller's clock: hosts that disagree by
+    hours still see one window."""
+    server = request.getfixturevalue("redis_server")
+    store = RedisStore(server.url, prefix=f"peek-{uuid.uuid4().hex[:10]}")
+    try:
+        b = [Bucket("m", rpm=1)]
+        assert await store.peek(b, 1, 0.0) == 0.0
+        assert isinstance(await store.acquire(b, 1, 0.0), Charge)
+        for skewed in (-7_200.0, 0.0, 1e10):
+            wait = await store.peek(b, 1, skewed)
+            assert 55.0 < wait <= 60.0
+    finally:
+        await store.aclose()
