@@ -162,6 +162,30 @@ async def test_a_key_another_router_disabled_is_passed_over_after_the_refresh(
             assert {c.attempts[-1].key for c in served} == {"g#0", "g#2"}
             assert "g#1 disabled in the shared store by another router" in caplog.text
             assert GEMINI_KEYS[1] not in caplog.text
+
+    finally:
+        await first_store.aclose()
+        await second_store.aclose()
+
+
+async def test_explain_sees_a_key_another_router_disabled(tmp_path: Path) -> None:
+    path, clock = tmp_path / "state.sqlite3", FakeClock()
+    script = FakeScript()
+    script.script("gemini-2.5-flash", InvalidKey(), key=GEMINI_KEYS[0])
+    first_store, second_store = SQLiteStore(path), SQLiteStore(path)
+    first = gemini_router(first_store, clock, script, tmp_path / "a")
+    second = gemini_router(second_store, clock, script, tmp_path / "b")
+    try:
+        async with first, second:
+            assert (await second.explain("g/flash", "hi")).candidates[0].key == "g#0"
+            await first.complete("g/flash", "hi")  # key zero refused: disabled in the store
+            await second_store.set_index("g", 0)  # the rotation stands at key zero again
+            # Within the refresh interval, this router's view is the one it last read ...
+            assert (await second.explain("g/flash", "hi")).candidates[0].key == "g#0"
+            clock.advance(DISABLED_REFRESH_SECONDS)
+            # ... then it reads the store again, and passes key zero over.
+            assert (await second.explain("g/flash", "hi")).candidates[0].key == "g#1"
+            assert _sent_with(script, GEMINI_KEYS[0]) == 1
     finally:
         await first_store.aclose()
         await second_store.aclose()

@@ -215,8 +215,11 @@ class KeyPool:
         """`order` as a request sent now would see it, changing nothing (for `explain`): a
         shared store's index is read, never advanced."""
         start = self._index
-        if self.store.shared and len(self.secrets) > 1:
+        if self.store.shared:
             await self.load()
+            if self._clock() >= self._refresh_at:
+                await self.refresh_disabled()  # this pool's view only: the store is read
+        if self.store.shared and len(self.secrets) > 1:
             stored = await self.store.get_index(self.provider)
             if stored is not None:
                 start = stored % len(self.secrets)
