@@ -205,7 +205,8 @@ def parse_answer(data: dict[str, Any], status: int = 200) -> ProviderResponse:
         raise AttemptFailed(
             "server_error", "answer has no choices[0].message", status=status
         ) from None
-    text = _content_text(content, status)
+    # Plain text, the common answer, without a call.
+    text = content if isinstance(content, str) else _content_text(content, status)
     calls = _parse_calls(raw_calls, status) if raw_calls else []
     model = data.get("model")
     return ProviderResponse(
