@@ -216,3 +216,50 @@ async def test_learnt_windows_are_shared_through_sqlite_between_processes(
         tmp_path, Quota(rpm=2, per_key=False, headers=False), limits(), 4, store=MemoryStore()
     )
     assert blind.refused > 0
+
+
+GEMINI_MODELS: dict[str, Any] = {
+    "providers": {
+        "gemini": {
+            "type": "google_ai_studio",
+            "base_url": "http://fake.test/v1beta",
+            "api_keys": ["g0", "g1"],
+        }
+    },
+    "models": {"gemini/flash": {"provider": "gemini", "model": "flash"}},
+}
+
+
+async def test_what_gemini_429s_taught_is_read_back_from_the_store(tmp_path: Path) -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    limits_config = {
+        "strategy": {"on_limit": "sleep", "max_wait_seconds": 3600, "max_attempts": 20},
+        "models": {"gemini/flash": {"per_key": True}},
+    }
+
+    async def run(n: int) -> QuotaEnforcer:
+        quota = QuotaEnforcer({"flash": Quota(rpm=2, per_key=True)}, clock=clock)
+        transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
+        async with (
+            httpx.AsyncClient(transport=transport) as http,
+            Router(
+                GEMINI_MODELS,
+                limits_config,
+                env_file=None,
+                cache_dir=tmp_path,
+                http_client=http,
+                clock=clock,
+                store=store,
+            ) as router,
+        ):
+            await asyncio.gather(*(router.complete("gemini/flash", f"r{i}") for i in range(n)))
+        return quota
+
+    first = await run(6)
+    assert first.refused > 0  # Gemini says nothing before its 429s
+    assert await store.learned_limits("gemini/flash#0") == {"rpm": 2}
+    clock.advance(3600)
+    # A new router on the same store (another process, with a shared one) knows at once.
+    second = await run(6)
+    assert second.refused == 0
