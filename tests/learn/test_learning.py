@@ -263,3 +263,25 @@ async def test_what_gemini_429s_taught_is_read_back_from_the_store(tmp_path: Pat
     # A new router on the same store (another process, with a shared one) knows at once.
     second = await run(6)
     assert second.refused == 0
+
+
+async def test_a_streamed_answer_teaches_too(tmp_path: Path) -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    quota = QuotaEnforcer({MODEL: Quota(rpm=5, per_key=False)}, clock=clock)
+    transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        Router(
+            MODELS,
+            limits(),
+            env_file=None,
+            cache_dir=tmp_path,
+            http_client=http,
+            clock=clock,
+            store=store,
+        ) as router,
+    ):
+        chunks = [chunk async for chunk in router.stream(TARGET, "hi")]
+    assert chunks and chunks[-1].finish_reason == "stop"
+    assert await store.learned_limits(TARGET) == {"rpm": 5}
