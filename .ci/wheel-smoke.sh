@@ -50,11 +50,11 @@ step "starting llmroute fake-server in the background"
 "$llmroute" fake-server >"$work/fake.env" 2>"$work/fake.log" &
 server_pid=$!
 for _ in $(seq 1 100); do
-    grep -q '^export GOOGLE_AI_STUDIO_KEY_5=' "$work/fake.env" 2>/dev/null && break
+    grep -q '^GOOGLE_AI_STUDIO_KEY_5=' "$work/fake.env" 2>/dev/null && break
     kill -0 "$server_pid" 2>/dev/null || { cat "$work/fake.log"; exit 1; }
     sleep 0.1
 done
-grep -q '^export GROQ_BASE_URL=http://127.0.0.1:' "$work/fake.env"
+grep -q '^GROQ_BASE_URL=http://127.0.0.1:' "$work/fake.env"
 
 run_quickstart() {
     (set -a && . "$work/fake.env" && "$work/venv/bin/python" "$work/quickstart.py") >"$work/out.txt"

@@ -1,9 +1,11 @@
 """Limiter admission cost and memory, on the router's own limiter state store.
 
-Uses what the router calls per request: `await store.acquire(bucket, cost, now)` on the
-default `llmroute.limiter.MemoryStore`, then `await store.settle(ticket, tokens)` once the
-real usage is known. Time is passed in (the store reads no clock), so a simulated clock
-moves on by a fixed step per admission and old entries leave the windows as they would.
+Uses what the router calls per request on the default `llmroute.stores.MemoryStore`:
+`acquire_nowait([bucket], cost, now)`, then `commit_nowait(charge, tokens)` once the real
+usage is known (the synchronous twins the router calls for a store without I/O; the
+figures keep their old names, `acquire_settle_us`). Time is passed in (the store reads no
+clock), so a simulated clock moves on by a fixed step per admission and old entries leave
+the windows as they would.
 
 - Admission cost with 1, 100 and 10,000 configured models (admissions spread at random
   over the models), in microseconds per `acquire` and per `acquire` + `settle`.
@@ -41,7 +43,7 @@ def _rss_mb() -> float:
 
 
 async def admission_cost(models: int, admissions: int) -> dict[str, float]:
-    from llmroute.limiter import Bucket, MemoryStore
+    from llmroute.stores import Bucket, MemoryStore
 
     store = MemoryStore()
     buckets = [
@@ -52,23 +54,26 @@ async def admission_cost(models: int, admissions: int) -> dict[str, float]:
     now = 1_000.0
     # Warm every bucket's window first, so the figures are not first-touch costs.
     for bucket in buckets:
-        await store.acquire(bucket, COST, now)
+        store.acquire_nowait([bucket], COST, now)
     gc.collect()
-    acquire = store.acquire
-    settle = store.settle
+    acquire = store.acquire_nowait
+    commit = store.commit_nowait
     perf = time.perf_counter
+    lists = {bucket.name: [bucket] for bucket in buckets}
+    order_lists = [lists[bucket.name] for bucket in order]
 
     started = perf()
-    for bucket in order:
+    for one in order_lists:
         now += STEP
-        await acquire(bucket, COST, now)
+        acquire(one, COST, now)
     acquire_s = perf() - started
 
     started = perf()
-    for bucket in order:
+    for one in order_lists:
         now += STEP
-        ticket = await acquire(bucket, COST, now)
-        await settle(ticket, TOKENS)
+        charge = acquire(one, COST, now)
+        assert not isinstance(charge, float)
+        commit(charge, TOKENS)
     both_s = perf() - started
     return {
         "models": models,
@@ -79,10 +84,10 @@ async def admission_cost(models: int, admissions: int) -> dict[str, float]:
 
 
 async def memory_growth(admissions: int, every: int) -> dict[str, Any]:
-    from llmroute.limiter import Bucket, MemoryStore
+    from llmroute.stores import Bucket, MemoryStore
 
     store = MemoryStore()
-    bucket = Bucket("provider/model", rpm=MINUTE_RPM, tpm=10**12)
+    bucket = [Bucket("provider/model", rpm=MINUTE_RPM, tpm=10**12)]
     now = 1_000.0
     points: list[dict[str, float]] = []
     refused = 0
@@ -92,7 +97,7 @@ async def memory_growth(admissions: int, every: int) -> dict[str, Any]:
         if isinstance(got, float):
             refused += 1
         else:
-            await store.settle(got, TOKENS)
+            await store.commit(got, TOKENS)
         if n % every == 0:
             gc.collect()
             points.append(
@@ -115,9 +120,9 @@ async def memory_growth(admissions: int, every: int) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        import llmroute.limiter  # noqa: F401
+        import llmroute.stores  # noqa: F401
     except ImportError as exc:
-        return {"skipped": f"llmroute.limiter is not importable: {exc}"}
+        return {"skipped": f"llmroute.stores is not importable: {exc}"}
     costs = [await admission_cost(m, args.admissions) for m in args.models]
     memory = await memory_growth(args.memory_admissions, max(1, args.memory_admissions // 10))
     return {"cost": costs, "memory": memory, "window_step_s": STEP, "minute_rpm": MINUTE_RPM}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 
 from llmroute._admission import Admission, Refusal, Reservation
+from llmroute.errors import StoreError
 from llmroute.stores import Bucket, MemoryStore
 from llmroute.testing import FakeClock
 
@@ -208,3 +210,42 @@ async def test_a_waiter_in_the_middle_of_the_line_leaves_at_its_own_limit(
     assert list(ended) == ["head", "third", "second"]
     assert ended["head"] == pytest.approx(60.0, abs=0.01)
     assert ended["second"] == pytest.approx(120.0, abs=0.01)
+
+
+async def test_the_fast_path_knows_learnt_limits_and_closed_buckets(clock: FakeClock) -> None:
+    adm = admission(clock)
+    loose = Bucket(name="m", rpm=10)
+    for _ in range(2):
+        assert isinstance(adm.try_now([[loose]], 1, "m"), Reservation)
+    adm.tighten(Bucket(name="m", rpm=2))
+    assert adm.try_now([[loose]], 1, "m") == pytest.approx(60.0)
+    other = Bucket(name="n", rpm=10)
+    await adm.close("n", 30.0)
+    assert adm.try_now([[other]], 1, "n") == pytest.approx(30.0)
+    clock.advance(30.0)
+    assert isinstance(adm.try_now([[other]], 1, "n"), Reservation)
+
+
+class FlakyStore(MemoryStore):
+    """Admits, then cannot be reached for the corrections."""
+
+    commit_nowait = None  # type: ignore[assignment]
+    cancel_nowait = None  # type: ignore[assignment]
+
+    async def commit(self, charge: Any, tokens: int) -> None:
+        raise StoreError("store gone (test)")
+
+    async def cancel(self, charge: Any) -> None:
+        raise StoreError("store gone (test)")
+
+
+async def test_a_store_lost_after_admission_keeps_the_estimate_and_says_so(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    adm = admission(clock, FlakyStore())
+    got = adm.try_now([[Bucket(name="m", rpm=10)]], 100, "m")
+    assert isinstance(got, Reservation)
+    assert not got.commit_now(15)
+    await got.commit(15)  # the served answer is not lost over it
+    await got.cancel()
+    assert len([r for r in caplog.records if "store gone" in r.getMessage()]) == 2

@@ -202,7 +202,7 @@ def test_check_without_a_config_directory_uses_the_shipped_catalogue(tmp_path: P
     assert "llmroute fake-server" in run.out
     strict = llmroute("check", "--strict", cwd=tmp_path)
     assert strict.code == 1
-    assert "has no usable candidate" in strict.out
+    assert "no usable candidate now in routes" in strict.out
 
 
 def test_check_with_a_missing_config_directory_says_where_it_looked(tmp_path: Path) -> None:

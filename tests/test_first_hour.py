@@ -98,10 +98,10 @@ def test_fake_env_lines_point_every_http_provider_of_the_catalogue_at_the_server
 
     providers = read_yaml(shipped_root() / "config" / "models.yaml").data["providers"]
     lines = fake_env_lines(providers, "http://127.0.0.1:1234")
-    assert "export GROQ_BASE_URL=http://127.0.0.1:1234/v1" in lines
-    assert "export GOOGLE_AI_STUDIO_BASE_URL=http://127.0.0.1:1234/v1beta" in lines
-    assert "export GROQ_API_KEY=fake-groq-api-key" in lines
-    assert "export GOOGLE_AI_STUDIO_KEY_1=fake-google-ai-studio-key-1" in lines
+    assert "GROQ_BASE_URL=http://127.0.0.1:1234/v1" in lines
+    assert "GOOGLE_AI_STUDIO_BASE_URL=http://127.0.0.1:1234/v1beta" in lines
+    assert "GROQ_API_KEY=fake-groq-api-key" in lines
+    assert "GOOGLE_AI_STUDIO_KEY_1=fake-google-ai-studio-key-1" in lines
     assert not any("ANTHROPIC" in line or "CODEX" in line for line in lines)
 
 
@@ -115,14 +115,16 @@ class _FakeServerProcess:
             text=True,
         )
         self.env: dict[str, str] = {}
+        self.stdout_text = ""
         assert self.proc.stdout is not None
         # the lines come at once, the last one is a key of the last provider
         timer = threading.Timer(30, self.proc.kill)
         timer.start()
         try:
             for line in self.proc.stdout:
-                if line.startswith("export "):
-                    name, _, value = line.removeprefix("export ").strip().partition("=")
+                self.stdout_text += line
+                if "=" in line and not line.startswith("#"):
+                    name, _, value = line.strip().partition("=")
                     self.env[name] = value
                 if "GOOGLE_AI_STUDIO_KEY_5" in self.env:
                     break
@@ -162,10 +164,12 @@ def test_fake_server_runs_until_interrupted_and_a_plain_router_gets_answers(
     )
     project = tmp_path / "project"
     project.mkdir()
+    # the README's way: the printed lines saved as .env where the code runs
+    (project / ".env").write_text(fake_server.stdout_text, encoding="utf-8")
     run = subprocess.run(
         [sys.executable, "-c", code],
         cwd=project,
-        env={**os.environ, **env},
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=60,

@@ -145,6 +145,26 @@ async def test_cancelled_after_send_keeps_its_charge(clock: FakeClock) -> None:
     assert len(upstream.models) <= 5
 
 
+async def test_waiting_requests_are_sent_in_arrival_order(clock: FakeClock) -> None:
+    prompts: list[tuple[str, float]] = []
+
+    async def record(request: httpx.Request) -> httpx.Response:
+        prompts.append((json.loads(request.content)["messages"][0]["content"], clock.now()))
+        return ok()
+
+    limits = {"models": {"p/a": {"rpm": 2}}, "strategy": {"max_wait_seconds": 1000}}
+    async with router(record, clock, limits) as r:
+        tasks = []
+        for i in range(10):
+            tasks.append(asyncio.create_task(r.complete("p/a", f"q{i}")))
+            await asyncio.sleep(0)
+        done = await asyncio.gather(*tasks)
+    assert [p for p, _ in prompts] == [f"q{i}" for i in range(10)]
+    # Two a minute: the 9th and 10th go at t=240, waiting their turn the whole time.
+    assert [t for _, t in prompts] == pytest.approx([0, 0, 60, 60, 120, 120, 180, 180, 240, 240])
+    assert done[-1].attempts[0].waited_s == pytest.approx(240.0)
+
+
 # -- on_limit: sleep and cooldowns ---------------------------------------------------------
 
 

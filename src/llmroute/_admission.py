@@ -22,15 +22,19 @@ sharing the store see it too).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from llmroute.clock import Clock
+from llmroute.errors import StoreError
 from llmroute.stores.base import Bucket, Charge, StateStore
 
 __all__ = ["Admission", "Refusal", "Reservation", "closed_name"]
+
+logger = logging.getLogger("llmroute")
 
 #: a float wait can round to zero; never spin on it
 _MIN_SLEEP: Final = 0.001
@@ -79,6 +83,20 @@ class Reservation:
     def __repr__(self) -> str:
         return f"Reservation(tokens={self.tokens}, option={self.option})"
 
+    def commit_now(self, real_tokens: int) -> bool:
+        """`commit` without a coroutine when the store answers at once; False: await
+        `commit` instead."""
+        admission = self._admission
+        if admission.commit_nowait is None:
+            return False
+        if real_tokens != self.tokens:
+            shrinks = real_tokens < self.tokens
+            self.tokens = real_tokens
+            admission.commit_nowait(self.charge, real_tokens)
+            if shrinks:
+                admission.poke(self._queue)
+        return True
+
     async def commit(self, real_tokens: int) -> None:
         """Correct the charge to the provider's reported total."""
         if real_tokens == self.tokens:
@@ -89,7 +107,13 @@ class Reservation:
         if admission.commit_nowait is not None:
             admission.commit_nowait(self.charge, real_tokens)
         else:
-            await admission.store.commit(self.charge, real_tokens)
+            try:
+                await admission.store.commit(self.charge, real_tokens)
+            except StoreError as exc:
+                # The answer is in hand: losing it over a bookkeeping write would be worse
+                # than keeping the estimate charged.
+                logger.warning("the charge of a served request keeps its estimate: %s", exc)
+                return
         if shrinks:
             admission.poke(self._queue)
 
@@ -102,7 +126,12 @@ class Reservation:
         if admission.cancel_nowait is not None:
             admission.cancel_nowait(self.charge)
         else:
-            await admission.store.cancel(self.charge)
+            try:
+                await admission.store.cancel(self.charge)
+            except StoreError as exc:
+                # Failing safe: the charge stays, and the failure being handled is reported.
+                logger.warning("a charge could not be given back: %s", exc)
+                return
         admission.poke(self._queue)
 
 
@@ -147,6 +176,9 @@ class Admission:
             store, "commit_nowait", None
         )
         self.cancel_nowait: Callable[[Charge], None] | None = getattr(store, "cancel_nowait", None)
+        self._cooldowns_nowait: Callable[[Sequence[str], float], list[float]] | None = getattr(
+            store, "cooldowns_nowait", None
+        )
         # The memory store can answer a dry run from its window history.
         self._window: Callable[[str], Any] | None = getattr(store, "window", None)
         self._lines: dict[str, _Line] = {}
@@ -183,17 +215,47 @@ class Admission:
 
     def try_now(self, options: Options, tokens: int, queue: str) -> Reservation | float | None:
         """The synchronous fast path: a reservation, the wait (nobody queued, no room), or
-        None when only `reserve` can answer (a store with I/O, a queue, a closable bucket)."""
+        None when only `reserve` can answer (a store with I/O, someone in line)."""
         acquire = self.acquire_nowait
-        if acquire is None or self._closable or self._tightened:
+        if acquire is None:
             return None
         line = self._lines.get(queue)
         if line is not None and line.waiters:
             return None
         now = self._store_now()
+        if self._tightened or self._closable:
+            return self._try_learnt_now(options, tokens, queue, now)
+        if len(options) == 1:
+            got = acquire(options[0], tokens, now)
+            if isinstance(got, float):
+                return got
+            return Reservation(self, got, 0, tokens, queue, 0.0)
         wait = math.inf
         for index, buckets in enumerate(options):
             got = acquire(buckets, tokens, now)
+            if isinstance(got, float):
+                wait = min(wait, got)
+            else:
+                return Reservation(self, got, index, tokens, queue, 0.0)
+        return wait
+
+    def _try_learnt_now(
+        self, options: Options, tokens: int, queue: str, now: float
+    ) -> Reservation | float | None:
+        """`try_now` once limits were learnt: effective limits, closed buckets skipped."""
+        cooldowns = self._cooldowns_nowait
+        acquire = self.acquire_nowait
+        if acquire is None or (self._closable and cooldowns is None):
+            return None
+        wait = math.inf
+        for index, buckets in enumerate(options):
+            effective = [self.effective(b) for b in buckets]
+            names = [closed_name(b.name) for b in effective if b.name in self._closable]
+            closed = max(cooldowns(names, now)) if names and cooldowns is not None else 0.0
+            if closed > 0.0:
+                wait = min(wait, closed)
+                continue
+            got = acquire(effective, tokens, now)
             if isinstance(got, float):
                 wait = min(wait, got)
             else:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Final
-
+from llmroute._registry import provider_kind
 from llmroute.config import LimitSpec, ModelConfig, ProviderConfig
 from llmroute.keys.rotation import KeyPool
 from llmroute.providers.base import Provider
 from llmroute.stores.base import Bucket
 
-__all__ = ["DEFAULT_CAPABILITIES", "Candidate", "bucket"]
+__all__ = ["Candidate", "bucket", "default_capabilities"]
 
-_ALL: Final = frozenset({"tools", "vision", "json"})
-#: what a model accepts beyond text when its entry does not say: its provider type's support
-DEFAULT_CAPABILITIES: Final[dict[str, frozenset[str]]] = {
-    "openai_compatible": _ALL,
-    "google_ai_studio": _ALL,
-    "claude_code": frozenset(),
-    "codex_cli": frozenset(),
-}
+
+def default_capabilities(provider_type: str) -> frozenset[str]:
+    """What a model accepts beyond text when its entry does not say: its provider type's
+    support, as the type's module declared it."""
+    kind = provider_kind(provider_type)
+    return kind.capabilities if kind is not None else frozenset()
 
 
 class Candidate:
@@ -43,6 +40,8 @@ class Candidate:
         "provider",
         "provider_config",
         "provider_name",
+        "rotates",
+        "secrets",
         "wire_model",
     )
 
@@ -64,6 +63,10 @@ class Candidate:
         self.wire_model = model.model
         self.paid = model.paid
         self.pool = pool
+        #: the key each slot sends (None for a provider without keys)
+        self.secrets: tuple[str | None, ...] = pool.secrets if pool is not None else (None,)
+        #: more than one key: every request moves the rotation
+        self.rotates = pool is not None and pool.multi
         self.on_limit = limits.on_limit or strategy_on_limit
         self.max_wait = (
             limits.max_wait_seconds if limits.max_wait_seconds is not None else strategy_max_wait
@@ -74,7 +77,7 @@ class Candidate:
         self.capabilities = (
             model.capabilities
             if model.capabilities is not None
-            else DEFAULT_CAPABILITIES.get(provider_config.type, frozenset())
+            else default_capabilities(provider_config.type)
         )
         self.context_window = model.context_window
         n_slots = len(pool) if pool is not None else 1

@@ -116,8 +116,12 @@ def _todo(
         if missing and "no API key" in reason:
             hint = f"; set {', '.join(missing)} in the environment or .env"
         lines.append(f"{provider}: {count} model{'s' if count != 1 else ''}, {reason}{hint}")
-    for route in dead:
-        lines.append(f"route {route!r} has no usable candidate now (`--strict` fails on this)")
+    if dead:
+        listed = ", ".join(dead)
+        lines.append(
+            f"no usable candidate now in route{'s' if len(dead) > 1 else ''} {listed} "
+            "(`--strict` fails on this)"
+        )
     if not lines:
         out.print("Nothing to do: every model can be used.")
         out.print()

@@ -9,13 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmroute._registry import provider_kind
 from llmroute.config._env import VAR
+from llmroute.testing._wires import fake_wire
 
 __all__ = ["fake_env_lines", "run_fake_server", "run_init"]
-
-#: the wire each provider type speaks, and so the fake server's base URL it needs
-_OPENAI_TYPES = frozenset({"openai_compatible"})
-_GEMINI_TYPES = frozenset({"google_ai_studio"})
 
 
 class _Printer(Protocol):
@@ -36,6 +34,10 @@ def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int
     except InitError as exc:
         out.error(f"llmroute init: {exc}")
         return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        out.error(f"llmroute init: cannot write{where}: {exc.strerror or exc}")
+        return 1
     for rel in written:
         out.print(f"wrote    {directory / rel}")
     out.print()
@@ -45,28 +47,28 @@ def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int
 
 
 def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) -> list[str]:
-    """`export NAME=value` lines pointing `providers` (as written, before interpolation) at a
-    fake server on `base_url`, with a fake value for every key variable."""
+    """`NAME=value` lines pointing `providers` (as written, before interpolation) at a fake
+    server on `base_url`, with a fake value for every key variable. The same lines serve as
+    a `.env` file and, after `set -a`, as shell assignments."""
     lines: list[str] = []
     keys: list[str] = []
     for name, raw in providers.items():
-        kind = raw.get("type")
-        if kind in _OPENAI_TYPES:
-            url = f"{base_url}/v1"
-        elif kind in _GEMINI_TYPES:
-            url = f"{base_url}/v1beta"
-        else:
+        # the wire the provider type speaks, and where the fake serves it
+        kind = provider_kind(str(raw.get("type")))
+        wire = fake_wire(kind.wire) if kind is not None and kind.wire else None
+        if wire is None:
             continue  # CLI agents run a local program, which no fake replaces
+        url = base_url + wire.base_path
         match = VAR.fullmatch(str(raw.get("base_url", "")))
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")
         else:
-            lines.append(f"export {match.group(1)}={url}")
+            lines.append(f"{match.group(1)}={url}")
         listed = raw.get("api_keys")
         values: list[Any] = listed if isinstance(listed, list) else [raw.get("api_key")]
         for value in values:
             keys += [m.group(1) for m in VAR.finditer(str(value or ""))]
-    lines += [f"export {var}=fake-{var.lower().replace('_', '-')}" for var in dict.fromkeys(keys)]
+    lines += [f"{var}=fake-{var.lower().replace('_', '-')}" for var in dict.fromkeys(keys)]
     return lines
 
 
@@ -94,7 +96,10 @@ async def _serve(port: int, providers: Mapping[str, Mapping[str, Any]], out: _Pr
             f"llmroute fake-server: a fake provider is listening on {server.base_url} "
             "(Ctrl-C stops it). It answers every model with a short fake text."
         )
-        out.error("In another terminal, run these lines (or add them to .env), then your code:")
+        out.error(
+            "Give your code these variables: save the lines below as .env where it runs "
+            "(Router() reads it), or export them."
+        )
         for line in fake_env_lines(providers, server.base_url):
             out.print(line)
         sys.stdout.flush()

@@ -30,10 +30,17 @@ from typing import Any, Final, TextIO
 
 import yaml
 
+from llmroute._demo_tools import script_tool_round_trip, tool_round_trip
 from llmroute.errors import LLMRouteError, RequestError
 from llmroute.router import Router
 from llmroute.stores import Bucket, MemoryStore
-from llmroute.testing import FakeProviderServer, FakeScript, RateLimit, Reply, ServerError
+from llmroute.testing import (
+    FakeProviderServer,
+    FakeScript,
+    RateLimit,
+    Reply,
+    ServerError,
+)
 from llmroute.trace import Attempt, Completion
 
 __all__ = ["run_demo"]
@@ -137,6 +144,7 @@ def _script(rng: random.Random, requests: int) -> FakeScript:
         "llama-3.3-70b-versatile", ServerError(status=503, latency=0.03), *replies(enough)
     )
     script.script("anthropic/claude-sonnet-4.5", *replies(4))
+    script_tool_round_trip(script)
     return script
 
 
@@ -232,6 +240,11 @@ def _count(tally: _Tally, attempts: Sequence[Attempt], served: str | None) -> No
     models = [a.model for a in attempts if a.outcome != "skipped_paid"]
     if len(set(models)) > 1:
         tally.fell_back += 1
+    _count_retries(tally, attempts)
+
+
+def _count_retries(tally: _Tally, attempts: Sequence[Attempt]) -> None:
+    """Same-model moves after a 429 (another key) or a 5xx (a retry), and the 429 kinds."""
     for before, after in itertools.pairwise(attempts):
         if before.outcome == "rate_limited_remote" and after.model == before.model:
             tally.rotated += 1
@@ -423,6 +436,8 @@ async def run_demo(*, requests: int = 36, seed: int = 7, out: TextIO | None = No
                 _print_usage(router, out)
                 await _print_keys(router, cache_dir, out)
             await _paid_once(models, limits, cache_dir, requests + 1, out)
+            with _new_cache_dir_quiet():
+                await tool_round_trip(models, limits, cache_dir / "tools", out)
             out.write(_legend(tally, requests, elapsed, limits))
     out.write(
         f"\nDone in {time.perf_counter() - t_begin:.1f}s; the fake server is stopped and the "

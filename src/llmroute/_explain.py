@@ -1,17 +1,20 @@
-"""`Router.explain`: the walk's own screening and look-ups, with nothing sent, charged or
-changed. Key slots come from this process's view of the rotation (a shared store's index
-is read, never advanced); waits come from the limiter's dry run."""
+"""`Router.explain` and `Router.key_status`: the walk's own screening and look-ups, with
+nothing sent, charged or changed. Key slots come from this process's view of the rotation
+(a shared store's index is read, never advanced); waits come from the limiter's dry run."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from llmroute._candidate import Candidate
 from llmroute._walk import Walk
+from llmroute.keys.rotation import KeyPool
+from llmroute.stores.base import Bucket
 from llmroute.trace import CandidateExplanation, Explanation
 
-__all__ = ["explain_chain"]
+__all__ = ["explain_chain", "key_status"]
 
 
 async def explain_chain(
@@ -34,7 +37,7 @@ async def _explain_one(
         return CandidateExplanation(
             model=cand.id, provider=cand.provider_name, outcome=outcome, reason=reason
         )
-    slots = cand.pool.order_now() if cand.pool is not None else [0]
+    slots = await cand.pool.peek_order() if cand.pool is not None else [0]
     left = await walk.cooldowns(cand, slots)
     free = [s for s, seconds in zip(slots, left, strict=True) if seconds <= 0.0]
     if not free:
@@ -80,13 +83,41 @@ async def _explain_one(
 
 
 async def _soonest_option(
-    walk: Walk, options: Sequence[Sequence[object]], tokens: int, queue: str
+    walk: Walk, options: Sequence[Sequence[Bucket]], tokens: int, queue: str
 ) -> tuple[float, int]:
     best, best_index = math.inf, 0
     for index, option in enumerate(options):
-        wait = await walk.admission.peek([option], tokens, queue)  # type: ignore[list-item]
+        wait = await walk.admission.peek([option], tokens, queue)
         if wait < best:
             best, best_index = wait, index
         if wait == 0.0:
             break
     return best, best_index
+
+
+async def key_status(
+    walk: Walk, pools: Mapping[str, KeyPool], candidates: Iterable[Candidate]
+) -> dict[str, dict[str, Any]]:
+    """For each provider with keys: index, slot labels, disabled slots and cooldowns
+    (`{"model slot": seconds left}`); never a secret."""
+    cands = list(candidates)
+    out: dict[str, dict[str, Any]] = {}
+    for name, pool in pools.items():
+        await pool.load()
+        cooling: dict[str, float] = {}
+        for cand in cands:
+            if cand.pool is not pool:
+                continue
+            left = await walk.cooldowns(cand, range(len(pool)))
+            for slot, seconds in enumerate(left):
+                if seconds > 0:
+                    cooling[f"{cand.id} {pool.labels[slot]}"] = seconds
+        out[name] = {
+            "keys": len(pool),
+            "index": pool.index,
+            "strategy": pool.strategy,
+            "labels": list(pool.labels),
+            "disabled": [pool.labels[i] for i in sorted(pool.disabled)],
+            "cooling": cooling,
+        }
+    return out

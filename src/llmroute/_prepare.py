@@ -32,6 +32,8 @@ def prepare(
 ) -> tuple[ProviderRequest, frozenset[str], int]:
     """The provider request, the capabilities it needs and its token estimate (the prompt
     plus `max_tokens`, else `completion_estimate`)."""
+    # build_request checks the prompt and the three options in one pass, and finds what
+    # the request needs and its prompt estimate on the way.
     extra = checked_extra(extra_body)
     request = build_request(
         prompt,

@@ -29,6 +29,7 @@ class Call:
 
     __slots__ = (
         "attempts",
+        "cooled",
         "deadline",
         "deadline_at",
         "max_attempts",
@@ -48,6 +49,8 @@ class Call:
         self.deadline_at = start + deadline if deadline is not None else math.inf
         self.sent = 0
         self.attempts: list[Attempt] = []
+        #: seconds spent waiting for cooldowns to end (`on_limit: sleep`)
+        self.cooled = 0.0
         #: the budget that ended the call (`max_attempts`, `deadline`), or None
         self.spent_by: str | None = None
 
@@ -181,6 +184,8 @@ class Recorder:
                 wait_reason=wait_reason,
             )
         )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: ok", cand.id, cand.label(slot) or "")
 
     def log_request(self, call: Call, model: str, usage: Usage) -> None:
         """The one INFO line per served request, with its facts as structured fields."""

@@ -60,15 +60,20 @@ async def _next(
     if left <= 0.0:
         raise _Gap("the deadline passed while the stream was running")
     seconds = gap if gap < left else left
+    watchdog = walk.watchdog
+    limit = watchdog.arm(seconds)
     try:
-        async with asyncio.timeout(seconds):
-            return await events.__anext__()
+        return await events.__anext__()
     except StopAsyncIteration:
         return None
-    except TimeoutError:
+    except asyncio.CancelledError:
+        if not limit.fired:
+            raise
         if seconds < gap:
             raise _Gap("the deadline passed while the stream was running") from None
         raise _Gap(f"no chunk within {gap:.3g}s") from None
+    finally:
+        watchdog.disarm(limit)
 
 
 async def relay(
@@ -100,9 +105,11 @@ async def relay(
     finally:
         if not finished:
             await close_events(events)
-    usage, _cost = await walk.finish(
+    usage, _cost, pending = walk.finish(
         cand, call, served, final.usage if final else None, request, tokens
     )
+    if pending is not None:
+        await pending
     yield Chunk(
         text="",
         finish_reason=final.finish_reason if final else None,

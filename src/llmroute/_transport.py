@@ -427,13 +427,18 @@ class _LoopSession:
                 if registry.get(loop) is self:
                     registry.pop(loop, None)
 
-        self._closer: AsyncGenerator[None, None] = close_at_shutdown()
+        closer = close_at_shutdown()
         # One step up to its `yield`: the first step registers it with the running loop.
         with contextlib.suppress(StopIteration):
-            self._closer.asend(None).send(None)
+            closer.asend(None).send(None)
+        self._closer: AsyncGenerator[None, None] | None = closer
 
     async def close(self) -> None:
-        await self._closer.aclose()
+        # Two closes can meet in one loop (the loop's own aclose, and another thread's
+        # aclose handing it over): only the first may step the generator.
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            await closer.aclose()
         if not self.session.closed:  # the generator had been closed already
             await self.session.close()
 

@@ -35,6 +35,7 @@ from llmroute._retry import (
     cooldown_seconds,
     decide,
 )
+from llmroute._watchdog import Watchdog
 from llmroute.clock import Clock
 from llmroute.errors import PaidModelBlockedError, ProviderUnavailableError, StoreError
 from llmroute.fallback import COOLING, Failed, exhausted_error
@@ -89,6 +90,8 @@ class Walk:
         self.store_now = store_now
         self.use_paid_models = use_paid_models
         self.rng = rng
+        #: wall-clock limits for attempts and stream gaps
+        self.watchdog = Watchdog()
         #: limits learnt from the providers' own reports (None: `learn_from_headers` off)
         self.learner = learner
         self.observe: Callable[[Candidate, int, object, Probe | None], Awaitable[None] | None] = (
@@ -139,77 +142,68 @@ class Walk:
         timeout: float | None,
         send: Send[_T],
     ) -> tuple[Candidate, Served[_T]]:
-        """Try the chain's candidates in order until one is served; raise when none is."""
+        """Try the chain's candidates in order until one is served; raise when none is.
+
+        When every candidate ended cooling down and `on_limit: sleep` allows the wait, the
+        chain is walked again once the soonest cooldown is over."""
         failures: list[Failed] = []
-        paused = 0.0
-        first_pass = True
+        single = len(chain) == 1
+        passes = 0
         try:
             while True:
-                got = await self._pass(
-                    chain, call, request, needs, tokens, timeout, send, failures, first_pass
-                )
-                if got is not None:
-                    return got
-                pause = self._cooldown_pause(call, failures, paused)
-                if pause is None:
+                for cand in chain:
+                    skipped = self.screen(cand, needs, tokens)
+                    if skipped is not None:
+                        self._skip(call, cand, skipped, single, passes)
+                        continue
+                    if call.spent(self.mono()):
+                        break
+                    served = await self.serve(cand, call, request, tokens, timeout, send)
+                    if not isinstance(served, Failed):
+                        return cand, served
+                    failures.append(served)
+                    if call.spent_by is not None:
+                        break
+                if not await self._wait_for_cooldown(call, failures):
                     break
-                # Every candidate is cooling and `on_limit: sleep` allows the wait.
-                await self.clock.sleep(pause)
-                paused += pause
                 failures = []
-                first_pass = False
+                passes += 1
         except StoreError as exc:
             raise StoreError(str(exc), call.attempts) from exc
         self.recorder.log_failure(call)
         raise exhausted_error(call, chain, failures)
 
-    async def _pass(
-        self,
-        chain: Sequence[Candidate],
-        call: Call,
-        request: ProviderRequest,
-        needs: frozenset[str],
-        tokens: int,
-        timeout: float | None,
-        send: Send[_T],
-        failures: list[Failed],
-        record_skips: bool,
-    ) -> tuple[Candidate, Served[_T]] | None:
-        single = len(chain) == 1
-        for cand in chain:
-            skipped = self.screen(cand, needs, tokens)
-            if skipped is not None:
-                if record_skips:
-                    self.recorder.skip(call, cand, *skipped)
-                if single:
-                    _raise_direct(cand, call, skipped)
-                continue
-            if call.spent(self.mono()):
-                break
-            served = await self.serve(cand, call, request, tokens, timeout, send)
-            if isinstance(served, Failed):
-                failures.append(served)
-                if call.spent_by is not None:
-                    break
-                continue
-            return cand, served
-        return None
+    def _skip(
+        self, call: Call, cand: Candidate, skipped: Screened, single: bool, passes: int
+    ) -> None:
+        if not passes:
+            self.recorder.skip(call, cand, *skipped)
+        if single:
+            _raise_direct(cand, call, skipped)
 
-    def _cooldown_pause(self, call: Call, failures: list[Failed], paused: float) -> float | None:
+    async def _wait_for_cooldown(self, call: Call, failures: list[Failed]) -> bool:
+        pause = self._cooldown_pause(call, failures)
+        if pause is None:
+            return False
+        await self.clock.sleep(pause)
+        call.cooled += pause
+        return True
+
+    def _cooldown_pause(self, call: Call, failures: list[Failed]) -> float | None:
         if not failures or any(f.outcome not in COOLING for f in failures):
             return None
         waits = [f.retry_after for f in failures if f.retry_after is not None]
         if len(waits) != len(failures):
             return None
         pause = min(waits)
-        allowed = min(f.max_wait for f in failures) - paused
+        allowed = min(f.max_wait for f in failures) - call.cooled
         if pause > allowed or self.mono() + pause >= call.deadline_at:
             return None
         if call.sent >= call.max_attempts:
             return None
         return max(pause, 0.001)
 
-    async def finish(
+    def finish(
         self,
         cand: Candidate,
         call: Call,
@@ -217,9 +211,12 @@ class Walk:
         reported: Usage | None,
         request: ProviderRequest,
         tokens: int,
-    ) -> tuple[Usage, float | None]:
+    ) -> tuple[Usage, float | None, Awaitable[None] | None]:
         """Settle a served request: correct the charge, write the ok row, count the usage
-        (the estimate, marked so, when the provider reported none) and log the request."""
+        (the estimate, marked so, when the provider reported none) and log the request.
+
+        Returns the usage, the cost, and the charge correction still to await when the
+        store could not make it at once (None for the memory store)."""
         if reported is None:
             prompt = request.prompt_estimate
             usage = Usage(
@@ -230,8 +227,10 @@ class Walk:
             )
         else:
             usage = reported
-        if served.reservation is not None:
-            await served.reservation.commit(usage.total_tokens)
+        pending = None
+        reservation = served.reservation
+        if reservation is not None and not reservation.commit_now(usage.total_tokens):
+            pending = reservation.commit(usage.total_tokens)
         recorder = self.recorder
         recorder.ok(
             call,
@@ -243,7 +242,7 @@ class Walk:
         )
         cost = recorder.served(cand, usage)
         recorder.log_request(call, cand.id, usage)
-        return usage, cost
+        return usage, cost, pending
 
     def wait_reason(self, cand: Candidate, slot: int | None, waited: float) -> str | None:
         """Why a trace row's `waited_s` was waited (None when nothing was)."""
@@ -252,6 +251,14 @@ class Walk:
         if self.learner is not None:
             return self.learner.wait_reason(cand, slot, waited)
         return "the configured limit"
+
+    def options(self, cand: Candidate) -> tuple[Sequence[Sequence[Bucket]], bool]:
+        """The bucket options `cand` is admitted against, and whether they are per key:
+        the configured ones, or those learnt from the provider."""
+        learner = self.learner
+        if learner is None:
+            return cand.bucket_options, cand.per_key
+        return learner.options(cand)
 
     # -- one candidate -----------------------------------------------------------------------
 
@@ -299,43 +306,59 @@ class Walk:
         send: Send[_T],
         probe: Probe | None,
     ) -> Served[_T] | Failed:
-        pconf = cand.provider_config
-        attempt_timeout = timeout if timeout is not None else pconf.timeout
-        wire = for_attempt(request, cand.wire_model, attempt_timeout)
+        attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
         retries_used = 0
         last: Failed | None = None
         while True:
             now = self.mono()
             if call.spent(now):
                 return last or Failed("timeout", None, call.budget_text())
-            picked = await self._pick(cand, call, tokens, now)
-            if not isinstance(picked, tuple):
-                return picked or last or Failed("client_error", None, "every key was refused")
+            picked = self._pick_now(cand, tokens)
+            if picked is None:
+                slow = await self._pick(cand, call, tokens, now)
+                if not isinstance(slow, tuple):
+                    return slow or last or Failed("client_error", None, "every key was refused")
+                picked = slow
+                now = self.mono()
             slot, reservation, waited = picked
             pool = cand.pool
-            key = None
-            if pool is not None:
-                key = pool.secrets[slot]
-                if pool.multi:
+            if pool is not None and cand.rotates:
+                try:
                     await pool.take(slot)
+                except BaseException:
+                    # Nothing was sent yet (cancelled, the store failed): the charge goes back.
+                    if reservation is not None:
+                        await reservation.cancel()
+                    raise
             # The attempt's timeout, cut to what is left of the deadline.
-            this_timeout = min(attempt_timeout, call.deadline_at - self.mono())
-            if this_timeout != wire.timeout:
-                wire = for_attempt(wire, cand.wire_model, this_timeout)
-            started = self.mono()
+            seconds = min(attempt_timeout, call.deadline_at - now)
+            wire = for_attempt(request, cand.wire_model, seconds)
             call.sent += 1
-            result = await self._send(cand, wire, key, reservation, send, this_timeout, slot, probe)
+            result = await self._send(
+                cand, wire, cand.secrets[slot], reservation, send, seconds, slot, probe
+            )
             if not isinstance(result, AttemptFailed):
-                return Served(result, slot, reservation, started, waited)
-            last = await self._failed(cand, call, slot, result, started, waited)
-            decision = self._decide(cand, call, slot, result, retries_used)
-            if isinstance(decision, Retry):
-                retries_used += 1
-                await self.clock.sleep(decision.delay)
-            elif not isinstance(decision, NextKey):
-                if not isinstance(decision, NextCandidate):
-                    call.spent(math.inf)  # Stop: say which budget ended the call
+                return Served(result, slot, reservation, now, waited)
+            last = await self._failed(cand, call, slot, result, now, waited)
+            step = await self._again(cand, call, slot, result, retries_used)
+            if step is None:
                 return last
+            retries_used += step
+
+    async def _again(
+        self, cand: Candidate, call: Call, slot: int, exc: AttemptFailed, retries_used: int
+    ) -> int | None:
+        """Apply the retry policy: None to move on; else try this candidate again (after the
+        backoff it asks for), counting 1 same-key retry, or 0 for the next key."""
+        decision = self._decide(cand, call, slot, exc, retries_used)
+        if isinstance(decision, Retry):
+            await self.clock.sleep(decision.delay)
+            return 1
+        if isinstance(decision, NextKey):
+            return 0
+        if not isinstance(decision, NextCandidate):
+            call.spent(math.inf)  # Stop: say which budget ended the call
+        return None
 
     def _decide(
         self, cand: Candidate, call: Call, slot: int, exc: AttemptFailed, retries_used: int
@@ -368,28 +391,25 @@ class Walk:
     ) -> _T | AttemptFailed:
         """One request to the provider under a wall-clock timeout (headers and body); what
         its answer says about the provider's windows goes to the learner."""
+        watchdog = self.watchdog
+        limit = watchdog.arm(seconds)
         result: _T | AttemptFailed
         try:
-            async with asyncio.timeout(seconds):
-                result = await send(cand.provider, wire, key)
+            result = await send(cand.provider, wire, key)
         except AttemptFailed as exc:
             if not exc.reached and reservation is not None:
                 await reservation.cancel()
             result = exc
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not limit.fired:
+                raise
             return AttemptFailed("timeout", f"no answer within {seconds:.3g}s")
+        finally:
+            watchdog.disarm(limit)
         learning = self.observe(cand, slot, result, probe)
         if learning is not None:
             await learning
         return result
-
-    def options(self, cand: Candidate) -> tuple[Sequence[Sequence[Bucket]], bool]:
-        """The bucket options `cand` is admitted against, and whether they are per key:
-        the configured ones, or those learnt from the provider."""
-        learner = self.learner
-        if learner is None:
-            return cand.bucket_options, cand.per_key
-        return learner.options(cand)
 
     async def _failed(
         self,
@@ -432,6 +452,51 @@ class Walk:
             failed.retry_after = seconds
             failed.max_wait = cand.max_wait if cand.on_limit == "sleep" else 0.0
         return failed
+
+    def _pick_now(
+        self, cand: Candidate, tokens: int
+    ) -> tuple[int, Reservation | None, float] | None:
+        """`_pick` without a coroutine, for a store that answers at once and a key free and
+        room now; None: ask `_pick`."""
+        cooldowns = self._cooldowns_nowait
+        pool = cand.pool
+        if cooldowns is None:
+            return None
+        if pool is None or not pool.multi:
+            return self._pick_only_slot(cand, tokens, cooldowns)
+        if self.store.shared:
+            return None
+        slots = pool.order_now()
+        names = cand.cooldown_names
+        left = cooldowns([names[s] for s in slots], self.store_now())
+        free = [s for s, seconds in zip(slots, left, strict=True) if seconds <= 0.0]
+        if not free:
+            return None
+        all_options, per_key = self.options(cand)
+        if not all_options:
+            return free[0], None, 0.0
+        options = [all_options[s] for s in free] if per_key else all_options
+        got = self.admission.try_now(options, tokens, cand.id)
+        if not isinstance(got, Reservation):
+            return None
+        return (free[got.option] if per_key else free[0]), got, 0.0
+
+    def _pick_only_slot(
+        self,
+        cand: Candidate,
+        tokens: int,
+        cooldowns: Callable[[Sequence[str], float], list[float]],
+    ) -> tuple[int, Reservation | None, float] | None:
+        # A provider with one key (or none): nothing to choose, only cooldown and room.
+        if cand.pool is not None and not cand.pool.usable:
+            return None
+        if cooldowns(cand.cooldown_names, self.store_now())[0] > 0.0:
+            return None
+        options, _ = self.options(cand)
+        if not options:
+            return 0, None, 0.0
+        got = self.admission.try_now(options, tokens, cand.id)
+        return (0, got, 0.0) if isinstance(got, Reservation) else None
 
     async def _pick(
         self, cand: Candidate, call: Call, tokens: int, now: float

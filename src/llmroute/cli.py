@@ -22,22 +22,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from llmroute._cli_complete import one_line as _one_line
 from llmroute.errors import ConfigError, LLMRouteError, RequestError
 
 if TYPE_CHECKING:
     from llmroute.router import Router
-    from llmroute.trace import Attempt
 
 __all__ = ["main"]
 
@@ -103,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RequestError as exc:
         out.error(f"llmroute: {type(exc).__name__}: {_one_line(str(exc))}")
         if getattr(args, "trace", False) and exc.attempts:
-            _print_trace(exc.attempts, out, to_stderr=True)
+            from llmroute._cli_complete import print_trace
+
+            print_trace(exc.attempts, out, to_stderr=True)
         return 1
     except LLMRouteError as exc:
         out.error(f"llmroute: {type(exc).__name__}: {_one_line(str(exc))}")
@@ -127,10 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logging.getLogger("llmroute").debug("unexpected error", exc_info=args.verbose > 1)
         return 1
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -313,7 +308,7 @@ def _setup_commands(
         help="run the fake provider on 127.0.0.1 so your own code runs with no key",
         description=(
             "Serve fake OpenAI-compatible and Gemini APIs on 127.0.0.1 until Ctrl-C, and print "
-            "the environment lines (export GROQ_BASE_URL=... and fake keys) that point the "
+            "the environment lines (GROQ_BASE_URL=... and fake keys) that point the "
             "catalogue's providers at it. Prose goes to stderr, the lines to stdout."
         ),
     )
@@ -457,89 +452,10 @@ def _complete(args: argparse.Namespace, out: _Out) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise _Usage("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    from llmroute._cli_complete import run_complete
+
     cfg = _Config(args.config, args.env_file)
-    return asyncio.run(_complete_async(args, cfg, prompt, out))
-
-
-async def _complete_async(args: argparse.Namespace, cfg: _Config, prompt: str, out: _Out) -> int:
-    router = cfg.router(out, args.verbose, cache_dir=args.cache_dir, use_paid_models=args.paid)
-    async with router:
-        started = time.perf_counter()
-        if args.stream:
-            result = await _stream(router, args, prompt, out)
-        else:
-            completion = await router.complete(args.target, prompt, max_tokens=args.max_tokens)
-            result = {
-                "text": completion.text,
-                "model": completion.model,
-                "provider": completion.provider,
-                "finish_reason": completion.finish_reason,
-                "usage": dataclasses.asdict(completion.usage),
-                "latency_ms": round(completion.latency_ms, 1),
-                "attempts": completion.attempts,
-            }
-            if not args.json:
-                text = completion.text
-                out.print(text, end="" if text.endswith("\n") else "\n")
-        if args.stream:
-            result["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
-    attempts: list[Attempt] = result["attempts"]
-    if args.json:
-        result["attempts"] = [dataclasses.asdict(a) for a in attempts]
-        out.print(json.dumps(result, indent=2, ensure_ascii=False))
-    if args.trace:
-        _print_trace(attempts, out, to_stderr=True)
-    return 0
-
-
-async def _stream(
-    router: Router, args: argparse.Namespace, prompt: str, out: _Out
-) -> dict[str, Any]:
-    pieces: list[str] = []
-    last = None
-    async for chunk in router.stream(args.target, prompt, max_tokens=args.max_tokens):
-        if chunk.text:
-            pieces.append(chunk.text)
-            if not args.json:
-                out.write(chunk.text)
-        last = chunk
-    text = "".join(pieces)
-    if not args.json and not text.endswith("\n"):
-        out.write("\n")
-    model = last.model if last is not None else None
-    provider = router.config.models.models[model].provider if model else None
-    return {
-        "text": text,
-        "model": model,
-        "provider": provider,
-        "finish_reason": last.finish_reason if last is not None else None,
-        "usage": dataclasses.asdict(last.usage) if last is not None and last.usage else None,
-        "latency_ms": 0.0,
-        "attempts": list(last.attempts or []) if last is not None else [],
-    }
-
-
-def _print_trace(attempts: Sequence[Attempt], out: _Out, *, to_stderr: bool) -> None:
-    rows = [("#", "model", "key", "outcome", "status", "waited", "latency", "error")]
-    for i, a in enumerate(attempts, 1):
-        rows.append(
-            (
-                str(i),
-                a.model,
-                a.key or "-",
-                a.outcome,
-                str(a.status) if a.status is not None else "-",
-                f"{a.waited_s:.2f}s",
-                f"{a.latency_ms:.0f} ms",
-                _one_line(a.error or ""),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    emit = out.error if to_stderr else out.print
-    emit("routing trace:")
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
-        emit("  " + "  ".join([*cells, row[-1]]).rstrip())
+    return asyncio.run(run_complete(args, cfg, prompt, out))
 
 
 # -- llmroute explain, init, fake-server --------------------------------------------------
@@ -581,80 +497,10 @@ def _fake_server(args: argparse.Namespace, out: _Out) -> int:
 
 
 def _keys(args: argparse.Namespace, out: _Out) -> int:
+    from llmroute._cli_keys import run_keys
+
     cfg = _Config(args.config, args.env_file)
-    return asyncio.run(_keys_async(args, cfg, out))
-
-
-async def _keys_async(args: argparse.Namespace, cfg: _Config, out: _Out) -> int:
-    from llmroute._cli_check import keys_listed
-    from llmroute.keys.persist import KeyIndexFile
-
-    router = cfg.router(out, args.verbose, cache_dir=args.cache_dir)
-    async with router:
-        status = await router.key_status()
-        learnt = await router.learnt_status()
-    if learnt:
-        out.print("Limits learnt from the providers (in the state store)")
-        for line in learnt:
-            out.print(line)
-    raw = cfg.raw_providers()
-    providers = router.config.models.providers
-    pools = [
-        name
-        for name, pconf in providers.items()
-        if pconf.uses_keys
-        and (isinstance(raw.get(name, {}).get("api_keys"), list) or len(pconf.keys) > 1)
-    ]
-    cache_dir = Path(args.cache_dir)
-    if not pools:
-        out.print(f"No provider in {cfg.models} has an api_keys pool; nothing rotates.")
-        return 0
-    out.print(f"Key pools (indexes in {cache_dir}/)")
-    for name in pools:
-        pconf = providers[name]
-        listed = keys_listed(raw.get(name, {}))
-        n = len(pconf.keys)
-        file = KeyIndexFile(cache_dir, name)
-        out.print(
-            f"  {name}: {n} of {listed} keys set, rotation {pconf.rotation}, "
-            f"cooldown after a 429 without a hint {pconf.cooldown_seconds:g}s"
-        )
-        out.print(f"    index file  {file.path}: {_index_state(file.path, n)}")
-        info = status.get(name)
-        if info is None:
-            out.print("    no key is set, so nothing rotates (`llmroute check` says which to set)")
-            continue
-        out.print(f"    next key    {name}#{info['index']} (slots {', '.join(info['labels'])})")
-        cooling: dict[str, float] = info["cooling"]
-        if cooling:
-            for where, left in sorted(cooling.items()):
-                out.print(f"    cooling     {where}: {left:.0f}s left")
-        else:
-            out.print("    cooling     none")
-        disabled: list[str] = info["disabled"]
-        out.print(f"    disabled    {', '.join(disabled) if disabled else 'none'}")
-    out.print()
-    out.print(
-        "Cooldowns and disabled keys live in the router's state store (in memory by default), "
-        "so a fresh process sees only what it shares through a store; the index is on disk."
-    )
-    return 0
-
-
-def _index_state(path: Path, n_keys: int) -> str:
-    """What the index file says, in words, without trusting its content."""
-    try:
-        text = path.read_bytes()[:64].decode("ascii", errors="replace").strip()
-    except FileNotFoundError:
-        return "not written yet (starts at key 0)"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or type(exc).__name__}; starts at key 0)"
-    if not re.fullmatch(r"-?[0-9]+", text):
-        return "corrupt (starts at key 0)"
-    value = int(text)
-    if n_keys and not 0 <= value < n_keys:
-        return f"{value}, out of range for {n_keys} keys (starts at key 0)"
-    return str(value)
+    return asyncio.run(run_keys(args, cfg, out))
 
 
 # -- llmroute demo ---------------------------------------------------------------------------

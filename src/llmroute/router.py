@@ -15,6 +15,7 @@ import asyncio
 import os
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._admission import Admission
 from llmroute._candidate import Candidate
-from llmroute._explain import explain_chain
+from llmroute._explain import explain_chain, key_status
 from llmroute._learning import Learner
 from llmroute._lifecycle import LoopGuard
 from llmroute._prepare import prepare
@@ -45,7 +46,7 @@ from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool
 from llmroute.providers import build_provider
 from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
-from llmroute.stores import MemoryStore, StateStore
+from llmroute.stores import StateStore
 from llmroute.trace import Chunk, Completion, Explanation, ModelUsage
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class Router:
         self._mono: Callable[[], float] = (
             time.monotonic if type(self._clock) is SystemClock else self._clock.now
         )
-        self._store: StateStore = store if store is not None else self._default_store()
+        self._store: StateStore = store if store is not None else self._default_store(cache_dir)
         self._own_store = store is None
         store_now = self._clock.time if self._store.uses_wall_clock else self._mono
         self._http_client = http_client
@@ -166,18 +167,11 @@ class Router:
             return None
         return Learner(store=self._store, admission=self._admission, wall=self._clock.time)
 
-    def _default_store(self) -> StateStore:
-        state = self.config.limits.state
-        if state.backend == "redis":
-            from llmroute.errors import ConfigError
+    def _default_store(self, cache_dir: str | os.PathLike[str]) -> StateStore:
+        """The store `limits.yaml`'s `state:` names (memory, SQLite or Redis)."""
+        from llmroute.stores.factory import build_store
 
-            raise ConfigError(
-                [
-                    "limits: state.backend: the redis backend is not available in this "
-                    "version; use {backend: memory} or pass store="
-                ]
-            )
-        return MemoryStore()
+        return build_store(self.config.limits.state, cache_dir)
 
     def _secrets(self) -> list[str]:
         """Every secret the config knows, for the one redactor."""
@@ -312,25 +306,7 @@ class Router:
     async def key_status(self) -> dict[str, dict[str, Any]]:
         """For each provider with keys: index, slot labels, disabled slots and cooldowns
         (`{"model slot": seconds left}`); never a secret."""
-        out: dict[str, dict[str, Any]] = {}
-        for name, pool in self._pools.items():
-            cooling: dict[str, float] = {}
-            for cand in self._candidates.values():
-                if cand.pool is not pool:
-                    continue
-                left = await self._walk.cooldowns(cand, range(len(pool)))
-                for slot, seconds in enumerate(left):
-                    if seconds > 0:
-                        cooling[f"{cand.id} {pool.labels[slot]}"] = seconds
-            out[name] = {
-                "keys": len(pool),
-                "index": pool.index,
-                "strategy": pool.strategy,
-                "labels": list(pool.labels),
-                "disabled": [pool.labels[i] for i in sorted(pool.disabled)],
-                "cooling": cooling,
-            }
-        return out
+        return await key_status(self._walk, self._pools, self._candidates.values())
 
     async def learnt_status(self) -> list[str]:
         """What the store holds of the providers' own reports (limits learnt per bucket,
@@ -385,9 +361,11 @@ class Router:
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
             response = served.result
-            usage, cost = await self._walk.finish(
+            usage, cost, pending = self._walk.finish(
                 cand, call, served, response.usage, request, tokens
             )
+            if pending is not None:
+                await pending
         finally:
             self._guard.leave()
         return Completion(
@@ -423,6 +401,9 @@ class Router:
         self._guard.check_sync()
         if self._runner is None:
             self._runner = asyncio.Runner()
+            # A script that never calls close() still ends cleanly: the loop is shut down
+            # (its async generators and sessions closed) at exit, with no warning.
+            weakref.finalize(self, self._runner.close)
         return self._runner.run(
             self.complete(
                 target,

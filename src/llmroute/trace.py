@@ -111,10 +111,10 @@ class Completion:
     attempts: list[Attempt]
     #: the provider's parsed answer
     raw: object = field(default=None, repr=False)
-    #: this request's cost by the model's `price`; None when the model has no price
-    cost: float | None = None
     #: the functions the model asked to call, in its order (`text` may then be "")
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: this request's cost by the model's `price`; None when the model has no price
+    cost: float | None = None
 
     def message(self) -> dict[str, object]:
         """This answer as the assistant message to append to the conversation."""

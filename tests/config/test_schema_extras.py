@@ -72,6 +72,14 @@ def test_secrets_hold_keys_and_every_interpolated_header_env_and_url_value() -> 
     assert "***" in repr(config.models.providers["p"])
 
 
+def test_a_cli_argument_from_the_environment_is_a_secret_too() -> None:
+    models = _models()
+    models["providers"]["cli"]["command"] = ["mycli", "--token", "${CLI_TOKEN}", "{model}"]
+    config = load_config(models, None, env={"CLI_TOKEN": "cli-token-secret-1"})
+    assert "cli-token-secret-1" in config.models.secrets
+    assert "cli-token-secret-1" not in repr(config)
+
+
 def test_capabilities_and_retired_are_parsed() -> None:
     config = load_config(_models(), None, env={})
     assert config.models.models["p/a"].capabilities == frozenset({"tools", "json"})

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from llmroute.config._schema import ProviderConfig, Secret
-from llmroute.providers import google_ai_studio as gas
+from llmroute.providers import _gemini_errors as gemini_errors
 from llmroute.providers.base import AttemptFailed, ProviderRequest, StreamEvent
 from llmroute.providers.google_ai_studio import (
     GoogleAIStudioProvider,
@@ -486,14 +486,14 @@ def test_pacific_midnight_without_tz_database(
     def missing(name: str) -> ZoneInfo:
         raise ZoneInfoNotFoundError(name)
 
-    gas._pacific.cache_clear()
-    monkeypatch.setattr(gas, "ZoneInfo", missing)
+    gemini_errors._pacific.cache_clear()
+    monkeypatch.setattr(gemini_errors, "ZoneInfo", missing)
     try:
         noon_utc = datetime(2026, 7, 15, 12, 0, tzinfo=UTC).timestamp()
         first = next_pacific_midnight(noon_utc)
         second = next_pacific_midnight(noon_utc + 60)
     finally:
-        gas._pacific.cache_clear()
+        gemini_errors._pacific.cache_clear()
     # 12:00 UTC is 04:00 at UTC-8; the next midnight there is 08:00 UTC the next day.
     assert first == second == datetime(2026, 7, 16, 8, 0, tzinfo=UTC).timestamp()
     assert len([r for r in caplog.records if r.name.startswith("llmroute")]) == 1

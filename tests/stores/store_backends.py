@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -122,13 +123,19 @@ class RedisServer:
 
 
 def redis_binary() -> str:
-    """The redis-server to run, or skip (fail under CI) with how to install it."""
+    """The redis-server to run, or skip (fail under CI) saying how to install what is missing:
+    the server, or redis-py (the `redis` extra)."""
     binary = shutil.which("redis-server")
+    missing = None
     if binary is None:
-        message = f"redis-server is not installed; to run the Redis tests: {INSTALL_HINT}"
+        missing = f"redis-server is not installed; to run the Redis tests: {INSTALL_HINT}"
+    elif importlib.util.find_spec("redis") is None:
+        missing = "redis-py is not installed; to run the Redis tests: pip install -e '.[redis]'"
+    if missing is not None:
         if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI must run them: .ci/run installs it)")
-        pytest.skip(message)
+            pytest.fail(f"{missing} (CI must run them: .ci/run installs it)")
+        pytest.skip(missing)
+    assert binary is not None
     return binary
 
 

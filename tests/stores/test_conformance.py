@@ -334,3 +334,28 @@ async def test_commit_to_the_same_total_keeps_the_charge(
     await store.commit(charge, 100)
     await store.commit(charge, 100)
     await refused(store, [Bucket("m", tpm=100)], 1, t0 + 2)
+
+
+def test_one_store_shared_by_routers_in_threads_never_overshoots(backend: Backend) -> None:
+    """One router per thread (each its own event loop), all on one store object."""
+    import threading
+
+    store, t0 = backend.make(), backend.t0
+    buckets = [Bucket("model", rpm=40), Bucket("key", tpm=10_000)]
+    admitted: list[int] = []
+
+    def one_thread() -> None:
+        async def run() -> int:
+            got = await asyncio.gather(*(store.acquire(buckets, 10, t0) for _ in range(30)))
+            return sum(isinstance(g, Charge) for g in got)
+
+        admitted.append(asyncio.run(run()))
+
+    threads = [threading.Thread(target=one_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    asyncio.run(backend.close_all())
+    assert len(admitted) == 4
+    assert sum(admitted) == 40

@@ -74,5 +74,24 @@ def test_state_problems(state: dict[str, Any], expected: str) -> None:
 def test_missing_redis_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
-    with pytest.raises(ConfigError, match=r"pip install 'llmroute\[redis\]'"):
+    with pytest.raises(ConfigError, match=r"pip install llmroute\[redis\]") as info:
         build_store(state_of({"backend": "redis", "url": "redis://127.0.0.1"}), ".")
+    assert str(info.value).startswith("limits: state.backend: ")
+    with pytest.raises(ConfigError, match=r"pip install llmroute\[redis\]"):
+        RedisStore("redis://127.0.0.1")
+
+
+def test_the_router_builds_the_configured_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmroute import Router
+
+    sqlite = {"state": {"backend": "sqlite"}}
+    router = Router(MODELS, sqlite, env_file=None, cache_dir=tmp_path)
+    assert isinstance(router._store, SQLiteStore)
+    assert router._store.path == tmp_path / "llmroute.sqlite3"
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    redis = {"state": {"backend": "redis", "url": "redis://127.0.0.1:6390"}}
+    with pytest.raises(ConfigError, match=r"pip install llmroute\[redis\]"):
+        Router(MODELS, redis, env_file=None, cache_dir=tmp_path)

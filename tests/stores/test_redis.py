@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from store_backends import RedisServer, redis_binary
 from store_workers import admit_many
 
@@ -53,6 +52,8 @@ async def test_hosts_with_skewed_clocks_share_one_window(redis_server: RedisServ
 
 
 async def test_every_key_expires_by_itself(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
     prefix = fresh_prefix()
     store = RedisStore(redis_server.url, prefix)
     try:
@@ -86,16 +87,17 @@ async def test_a_stopped_server_is_a_store_error_and_a_restarted_one_serves(
     try:
         assert isinstance(await store.acquire(b, 1, 0.0), Charge)
         own_server.stop()
-        for call in (
-            store.acquire(b, 1, 0.0),
-            store.cooldowns(["x"], 0.0),
-            store.set_cooldown("x", 1.0, 0.0),
-            store.rotate_index("p", 2),
-            store.disabled_keys("p"),
-            store.snapshot(0.0),
-        ):
+        calls = (
+            lambda: store.acquire(b, 1, 0.0),
+            lambda: store.cooldowns(["x"], 0.0),
+            lambda: store.set_cooldown("x", 1.0, 0.0),
+            lambda: store.rotate_index("p", 2),
+            lambda: store.disabled_keys("p"),
+            lambda: store.snapshot(0.0),
+        )
+        for call in calls:
             with pytest.raises(StoreError, match="connection refused"):
-                await call
+                await call()
         own_server.start()
         # No persistence: the restarted server is empty, and serves at once.
         assert isinstance(await store.acquire(b, 1, 0.0), Charge)

@@ -348,3 +348,115 @@ async def test_signatures_never_reach_an_openai_compatible_provider(openai_wire:
             }
         ],
     }
+
+
+async def test_gemini_drops_what_it_has_no_word_for(gemini_wire: Wire) -> None:
+    gemini_wire.answer({"candidates": [{"content": {"parts": [{"text": "ok"}]}}]})
+    await gemini_wire.complete(
+        request(
+            "Weather?",
+            GEMINI_MODEL,
+            tools=WEATHER_TOOL,
+            extra={"parallel_tool_calls": False, "safetySettings": []},
+        )
+    )
+    body = gemini_wire.bodies[0]
+    assert "parallel_tool_calls" not in body
+    assert body["safetySettings"] == []  # other extras still go through as written
+    # strict has no Gemini counterpart either
+    assert "strict" not in json.dumps(body["tools"])
+
+
+async def test_gemini_image_forms(gemini_wire: Wire) -> None:
+    gemini_wire.answer({"candidates": [{"content": {"parts": [{"text": "ok"}]}}]})
+    plain = "data:image/webp,RIFF%00%01"  # not base64: encoded on the way
+    await gemini_wire.complete(
+        request(
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": plain}},
+                        {"type": "image_url", "image_url": {"url": "https://x.test/a.PNG?s=1"}},
+                        {"type": "image_url", "image_url": {"url": "https://x.test/photo"}},
+                    ],
+                }
+            ],
+            GEMINI_MODEL,
+        )
+    )
+    parts = gemini_wire.bodies[0]["contents"][0]["parts"]
+    assert parts[0] == {
+        "inlineData": {
+            "mimeType": "image/webp",
+            "data": base64.b64encode(b"RIFF\x00\x01").decode(),
+        }
+    }
+    assert parts[1]["fileData"] == {"mimeType": "image/png", "fileUri": "https://x.test/a.PNG?s=1"}
+    assert parts[2]["fileData"]["mimeType"] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    ("messages", "path"),
+    [
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/gif;base64,R0lG"}}
+                    ],
+                }
+            ],
+            "prompt[0].content[0]",
+        ),
+        (
+            [
+                {"role": "user", "content": "Go"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "9lives", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "ok"},
+            ],
+            "prompt[1].tool_calls[0].function.name",
+        ),
+        (
+            [
+                {"role": "user", "content": "Go"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{oops"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "ok"},
+            ],
+            "prompt[1].tool_calls[0].function.arguments",
+        ),
+    ],
+)
+async def test_what_gemini_cannot_take_fails_before_sending(
+    gemini_wire: Wire, messages: list[Any], path: str
+) -> None:
+    from llmroute.providers.base import AttemptFailed
+
+    with pytest.raises(AttemptFailed) as info:
+        await gemini_wire.complete(request(messages, GEMINI_MODEL))
+    assert path in info.value.message
+    assert (info.value.kind, info.value.reached, info.value.retryable) == (
+        "client_error",
+        False,
+        False,
+    )
+    assert gemini_wire.bodies == []

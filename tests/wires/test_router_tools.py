@@ -270,3 +270,87 @@ def test_completion_message_round_trips() -> None:
             {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
         ],
     }
+
+
+async def test_a_predicate_in_place_of_a_model_queues_answers(
+    server: FakeProviderServer, router: Router
+) -> None:
+    def streaming(request: RecordedRequest) -> bool:
+        return request.stream
+
+    server.script.script(streaming, Reply(text="one"), Reply(text="two"))
+    server.script.set_default(lambda r: "gemini" in r.model, Reply(text="gem"))
+    assert server.script.pending() == 2
+    texts = []
+    for _ in range(3):
+        texts.append("".join([c.text async for c in router.stream("groq/llama", "hi")]))
+    assert texts == ["one", "two", "fake answer from llama-3.3-70b-versatile"]
+    assert server.script.pending() == 0
+    assert (await router.complete("gemini/flash", "hi")).text == "gem"
+    with pytest.raises(TypeError):
+        server.script.script(streaming, Reply(), key="k")
+
+
+async def test_gemini_translates_a_request_once_for_all_its_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from llmroute.providers import google_ai_studio
+    from llmroute.testing import FakeClock
+
+    calls = []
+    real = google_ai_studio.build_body
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(google_ai_studio, "build_body", counting)
+    answers = [
+        httpx.Response(503, json={"error": {"code": 503, "status": "UNAVAILABLE"}}),
+        httpx.Response(429, json={"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}),
+        httpx.Response(200, json={"candidates": [{"content": {"parts": [{"text": "ok"}]}}]}),
+    ]
+    models = {
+        "providers": {
+            "gemini": {
+                "type": "google_ai_studio",
+                "base_url": "http://wire.test/v1beta",
+                "api_keys": ["gemini-key-one-123", "gemini-key-two-456"],
+            }
+        },
+        "models": {"gemini/flash": {"provider": "gemini", "model": "gemini-2.5-flash"}},
+    }
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: answers.pop(0)))
+    async with Router(
+        models, {}, env_file=None, cache_dir=tmp_path, clock=FakeClock(), http_client=client
+    ) as router:
+        answer = await router.complete("gemini/flash", "hi", tools=[WEATHER])
+    await client.aclose()
+    assert answer.text == "ok"
+    assert len(answer.attempts) == 3  # a retry, another key, then the answer
+    assert calls == [1]
+
+
+async def test_replies_take_calls_in_the_openai_shape_too(
+    server: FakeProviderServer, router: Router
+) -> None:
+    server.script.script(
+        "llama-3.3-70b-versatile",
+        Reply(
+            tool_calls=[
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                },
+                {"name": "get_time", "arguments": {"zone": "CET"}},
+            ]
+        ),
+    )
+    answer = await router.complete("groq/llama", "Weather and time?", tools=[WEATHER])
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in answer.tool_calls] == [
+        ("call_9", "get_weather", {"city": "Oslo"}),
+        ("call_1", "get_time", {"zone": "CET"}),
+    ]

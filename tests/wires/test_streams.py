@@ -278,3 +278,65 @@ async def test_a_malformed_whole_answer_is_a_failure_too(tmp_path: Any) -> None:
     async with router:
         with pytest.raises(ProviderError, match="no function name"):
             await router.complete("oai/a", "Go")
+
+
+async def test_groq_garbled_tool_call_is_tried_again(tmp_path: Any) -> None:
+    """Groq's 400 `tool_use_failed` is the model's fault, not the request's: one more try."""
+    answers = [
+        httpx.Response(
+            400,
+            json={
+                "error": {
+                    "message": "Failed to call a function. Please adjust your prompt.",
+                    "type": "invalid_request_error",
+                    "code": "tool_use_failed",
+                    "failed_generation": 'get_weather{"city": "Paris"}</function>',
+                }
+            },
+        ),
+        httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {
+                        "message": {
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": "{}"},
+                                }
+                            ],
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ]
+            },
+        ),
+    ]
+    models = {
+        "providers": {
+            "oai": {
+                "type": "openai_compatible",
+                "base_url": "http://wire.test/v1",
+                "api_key": "k" * 12,
+            }
+        },
+        "models": {"oai/a": {"provider": "oai", "model": "a"}},
+    }
+    router = Router(
+        models,
+        {},
+        env_file=None,
+        cache_dir=tmp_path,
+        clock=FakeClock(),
+        http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda request: answers.pop(0))
+        ),
+    )
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    async with router:
+        answer = await router.complete("oai/a", "Go", tools=tools)
+    assert [c.name for c in answer.tool_calls] == ["f"]
+    assert [a.outcome for a in answer.attempts] == ["client_error", "ok"]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmroute._hints import did_you_mean
+from llmroute._registry import ProviderKind, provider_kind, provider_type_names
 from llmroute.config._checker import Checker, kind, present
 from llmroute.config._env import Interpolated
 from llmroute.config._schema import (
@@ -24,40 +25,11 @@ from llmroute.config._schema import (
     Secret,
 )
 
-__all__ = ["MODEL_FIELDS", "PROVIDER_TYPES", "ChainExpander", "ModelsBuilder"]
+__all__ = ["MODEL_FIELDS", "ChainExpander", "ModelsBuilder"]
 
-PROVIDER_TYPES = ("openai_compatible", "google_ai_studio", "codex_cli", "claude_code")
-_CLI_TYPES = frozenset({"codex_cli", "claude_code"})
 _COMMON_FIELDS = frozenset({"type", "timeout", "retries", "paid", "cooldown_seconds"})
 _HTTP_FIELDS = _COMMON_FIELDS | {"base_url", "api_key", "api_keys", "headers", "rotation"}
 _CLI_FIELDS = _COMMON_FIELDS | {"command", "env", "max_concurrency"}
-_DEFAULT_BASE_URLS = {"google_ai_studio": "https://generativelanguage.googleapis.com/v1beta"}
-# The prompt goes on stdin, which is then closed (docs/providers.md sections 6 and 7).
-_DEFAULT_COMMANDS = {
-    "claude_code": (
-        "claude",
-        "-p",
-        "--output-format",
-        "json",
-        "--tools",
-        "",
-        "--no-session-persistence",
-        "--model",
-        "{model}",
-    ),
-    "codex_cli": (
-        "codex",
-        "exec",
-        "--json",
-        "--skip-git-repo-check",
-        "--ephemeral",
-        "-c",
-        "features.plugins=false",
-        "--model",
-        "{model}",
-        "-",
-    ),
-}
 MODEL_FIELDS = frozenset(
     {
         "provider",
@@ -117,18 +89,23 @@ class ModelsBuilder(Checker):
         path = f"providers.{name}"
         raw = self.mapping(body, path)
         kind_ = raw.get("type")
+        # Each provider type is declared by its own module (llmroute._registry).
+        types = provider_type_names()
         if not present(kind_):
-            self.required(raw, "type", path, "one of " + ", ".join(PROVIDER_TYPES))
+            self.required(raw, "type", path, "one of " + ", ".join(types))
             return None
-        if kind_ not in PROVIDER_TYPES:
-            hint = did_you_mean(str(kind_), PROVIDER_TYPES)
+        provider_type = provider_kind(kind_) if isinstance(kind_, str) else None
+        if provider_type is None:
+            hint = did_you_mean(str(kind_), types)
             self.fail(
                 f"{path}.type",
-                f"unknown provider type {kind_!r}{hint} (one of {', '.join(PROVIDER_TYPES)})",
+                f"unknown provider type {kind_!r}{hint} (one of {', '.join(types)})",
             )
             return None
-        is_cli = kind_ in _CLI_TYPES
-        self.fields(raw, _CLI_FIELDS if is_cli else _HTTP_FIELDS, path)
+        is_cli = provider_type.transport == "cli"
+        self.fields(
+            raw, (_CLI_FIELDS if is_cli else _HTTP_FIELDS) | set(provider_type.options), path
+        )
         common: dict[str, Any] = {
             "name": name,
             "type": kind_,
@@ -146,17 +123,37 @@ class ModelsBuilder(Checker):
                 raw, "cooldown_seconds", path, DEFAULT_COOLDOWN_SECONDS
             ),
         }
-        extra = self._cli(raw, path, kind_) if is_cli else self._http(raw, path, kind_)
-        return ProviderConfig(**common, **extra)
+        extra = (
+            self._cli(raw, path, provider_type) if is_cli else self._http(raw, path, provider_type)
+        )
+        return ProviderConfig(**common, **extra, options=self._options(raw, path, provider_type))
 
-    def _http(self, raw: Mapping[str, Any], path: str, kind_: str) -> dict[str, Any]:
+    def _options(
+        self, raw: Mapping[str, Any], path: str, provider_type: ProviderKind
+    ) -> dict[str, object]:
+        """The type's own fields; a value must have the type of the field's default."""
+        options: dict[str, object] = {}
+        for name, default in provider_type.options.items():
+            value = raw.get(name, default)
+            if present(raw.get(name)) and type(value) is not type(default):
+                self.fail(
+                    f"{path}.{name}",
+                    f"expected {type(default).__name__}, got {kind(raw.get(name))}",
+                )
+                value = default
+            options[name] = value
+        return options
+
+    def _http(
+        self, raw: Mapping[str, Any], path: str, provider_type: ProviderKind
+    ) -> dict[str, Any]:
         base_url = self.typed(
             raw,
             "base_url",
             path,
             lambda v: isinstance(v, str) and bool(v),
             "a URL string",
-            _DEFAULT_BASE_URLS.get(kind_),
+            provider_type.default_base_url,
         )
         if base_url is None:
             self.required(raw, "base_url", path, "the API's URL")
@@ -188,10 +185,15 @@ class ModelsBuilder(Checker):
             ),
         }
 
-    def _cli(self, raw: Mapping[str, Any], path: str, kind_: str) -> dict[str, Any]:
-        command = tuple(self.strings(raw, "command", path)) or _DEFAULT_COMMANDS[kind_]
+    def _cli(
+        self, raw: Mapping[str, Any], path: str, provider_type: ProviderKind
+    ) -> dict[str, Any]:
+        command = tuple(self.strings(raw, "command", path)) or provider_type.default_command
         env = self.string_map(raw, "env", path)
-        secrets = {p for v in env.values() if isinstance(v, Interpolated) for p in v.pieces}
+        # a token passed on the command line is as secret as one in the environment
+        secrets = {
+            p for v in (*env.values(), *command) if isinstance(v, Interpolated) for p in v.pieces
+        }
         return {
             "command": command,
             "env": {k: str(v) for k, v in env.items()},

@@ -31,7 +31,8 @@ __all__ = [
     "Strategy",
 ]
 
-ProviderType = Literal["openai_compatible", "google_ai_studio", "codex_cli", "claude_code"]
+#: a provider type name, as its module registered it (llmroute._registry)
+ProviderType = str
 OnLimit = Literal["sleep", "fallback"]
 RotationStrategy = Literal["round_robin", "failover"]
 
@@ -90,16 +91,21 @@ class ProviderConfig:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    #: the fields of the provider's own type (its registered `options`), defaults filled in
+    options: Mapping[str, object] = field(default_factory=dict)
     #: the keys and every `${VAR}` value interpolated into headers, env or base_url
     secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def __repr__(self) -> str:
         # Header and env values may carry credentials: only their names are shown.
         base_url = MASK if self.base_url in self.secrets else self.base_url
+        command = tuple(
+            MASK if any(s and s in arg for s in self.secrets) else arg for arg in self.command
+        )
         return (
             f"ProviderConfig(name={self.name!r}, type={self.type!r}, base_url={base_url!r}, "
             f"keys={len(self.keys)}, headers={_masked(self.headers)}, "
-            f"env={_masked(self.env)}, command={self.command!r}, paid={self.paid!r})"
+            f"env={_masked(self.env)}, command={command!r}, paid={self.paid!r})"
         )
 
 

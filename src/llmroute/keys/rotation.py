@@ -139,10 +139,22 @@ class KeyPool:
                     self._index = stored
         return self.order_now()
 
-    def order_now(self) -> list[int]:
-        """`order` from this process's view, without asking the store (for `explain`)."""
-        n = len(self.secrets)
+    async def peek_order(self) -> list[int]:
+        """`order` as a request sent now would see it, changing nothing (for `explain`): a
+        shared store's index is read, never advanced."""
         start = self._index
+        if self.store.shared and len(self.secrets) > 1:
+            await self.load()
+            stored = await self.store.get_index(self.provider)
+            if stored is not None:
+                start = stored % len(self.secrets)
+        return self.order_now(start)
+
+    def order_now(self, start: int | None = None) -> list[int]:
+        """`order` from this process's view, without asking the store."""
+        n = len(self.secrets)
+        if start is None:
+            start = self._index
         disabled = self._disabled
         return [(start + i) % n for i in range(n) if (start + i) % n not in disabled]
 
@@ -153,8 +165,9 @@ class KeyPool:
         if n == 1:
             return
         new = (slot + 1) % n if self.strategy == "round_robin" else slot
-        # A shared store's fetch-and-advance already points past the start slot.
-        in_store = self.store.shared and self.strategy == "round_robin" and slot == self._index
+        # A shared store's fetch-and-advance already moved its index; writing it again here
+        # would undo other requests' advances (concurrent ones, or other processes').
+        in_store = self.store.shared and self.strategy == "round_robin"
         self._index = new
         await self._publish(new, in_store=in_store)
 

@@ -1,8 +1,11 @@
-"""Exact sliding-window limits (rpm, tpm over 60 s; rpd, tpd over 24 h) and their state store."""
+"""Old home of the limiter's store and window maths; both live in `llmroute.stores` now.
+
+These names stay importable for code written against earlier versions.
+"""
 
 from __future__ import annotations
 
-from llmroute.limiter._window import SlidingWindow
-from llmroute.limiter.store import Bucket, MemoryStore, StateStore, Ticket
+from llmroute.stores import Bucket, MemoryStore, StateStore
+from llmroute.stores._window import SlidingWindow
 
-__all__ = ["Bucket", "MemoryStore", "SlidingWindow", "StateStore", "Ticket"]
+__all__ = ["Bucket", "MemoryStore", "SlidingWindow", "StateStore"]

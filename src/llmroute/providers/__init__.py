@@ -1,7 +1,8 @@
 """Provider adapters, one module per wire format, built by provider type.
 
-Modules are imported when a provider of their type is configured, so a router that only
-talks to OpenAI-compatible endpoints never imports the subprocess machinery.
+Each module declares its types (`llmroute._registry`); a module is imported when a provider
+of one of its types is configured, so a router that only talks to OpenAI-compatible
+endpoints never imports the subprocess machinery.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from llmroute._registry import ProviderKind, provider_kind, register_provider
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
 from llmroute.providers.base import (
@@ -29,31 +31,24 @@ __all__ = [
     "FailureKind",
     "Message",
     "Provider",
+    "ProviderKind",
     "ProviderRequest",
     "ProviderResponse",
     "StreamEvent",
     "build_provider",
+    "register_provider",
 ]
 
 
 def build_provider(
     config: ProviderConfig, *, get_client: Callable[[], HttpClient], clock: Clock
 ) -> Provider:
-    """The adapter for `config.type`."""
-    if config.type == "openai_compatible":
-        from llmroute.providers.openai_compatible import OpenAICompatibleProvider
-
-        return OpenAICompatibleProvider(config, get_client=get_client, clock=clock)
-    if config.type == "google_ai_studio":
-        from llmroute.providers.google_ai_studio import GoogleAIStudioProvider
-
-        return GoogleAIStudioProvider(config, get_client=get_client, clock=clock)
-    if config.type == "claude_code":
-        from llmroute.providers.cli import ClaudeCodeProvider
-
-        return ClaudeCodeProvider(config)
-    if config.type == "codex_cli":
-        from llmroute.providers.cli import CodexCliProvider
-
-        return CodexCliProvider(config)
-    raise ValueError(f"unknown provider type {config.type!r}")
+    """The adapter for `config.type`, as its module registered it."""
+    kind = provider_kind(config.type)
+    if kind is None:
+        raise ValueError(f"unknown provider type {config.type!r}")
+    if kind.transport == "cli":
+        provider: Provider = kind.factory(config)
+    else:
+        provider = kind.factory(config, get_client=get_client, clock=clock)
+    return provider

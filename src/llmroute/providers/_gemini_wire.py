@@ -37,6 +37,9 @@ MAX_STOP_SEQUENCES: Final = 5
 #: what Gemini's docs allow in place of a signature it never gave (a history built
 #: elsewhere, or after a fallback from another provider)
 SKIP_SIGNATURE: Final = "skip_thought_signature_validator"
+#: OpenAI tool options with no Gemini counterpart: dropped (Gemini may answer with several
+#: calls regardless, and they are all kept)
+_NO_GEMINI_EQUIVALENT: Final = frozenset({"parallel_tool_calls"})
 _MODES: Final = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 _IMAGE_TYPES: Final = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
@@ -144,14 +147,20 @@ def _build(
     config = _generation_config(request)
     if config:
         body["generationConfig"] = config
-    for name, value in request.extra.items():
+    _merge_extra(body, request.extra)
+    return body
+
+
+def _merge_extra(body: JSONObject, extra: Mapping[str, object]) -> None:
+    for name, value in extra.items():
+        if name in _NO_GEMINI_EQUIVALENT:
+            continue
         current = body.get(name)
         # A caller adding e.g. thinkingConfig through extra should not lose max_tokens.
         if isinstance(current, dict) and isinstance(value, Mapping):
             body[name] = {**current, **value}
         else:
             body[name] = value
-    return body
 
 
 def _current_turn_start(messages: Sequence[Mapping[str, Any]]) -> int:

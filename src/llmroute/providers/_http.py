@@ -153,7 +153,16 @@ def failure_from_status(
         return AttemptFailed("server_error", message, status=status, retry_after=retry_after)
     if status == 401 or (status == 403 and not _mentions_context(message)):
         return AttemptFailed("client_error", message, status=status, key_invalid=True)
-    return AttemptFailed("client_error", message, status=status)
+    # Groq's 400 for a tool call the model garbled: the request was fine, and the model
+    # often writes the call properly on another try.
+    return AttemptFailed(
+        "client_error", message, status=status, retryable=_error_code(body) == "tool_use_failed"
+    )
+
+
+def _error_code(body: object) -> object:
+    err = body.get("error") if isinstance(body, dict) else None
+    return err.get("code") if isinstance(err, dict) else None
 
 
 def _mentions_context(message: str) -> bool:

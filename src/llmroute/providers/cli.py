@@ -3,7 +3,8 @@
 Each attempt runs the configured command once, with `{model}` replaced by the request's
 model, the conversation flattened to one prompt on stdin, and `request.timeout` as the wall
 clock (waiting for a concurrency slot included). The process machinery lives in
-`_subprocess`; this module only builds the invocation and reads the CLIs' output.
+`_subprocess` and reading the CLIs' output in `_cli_output`; this module builds the
+invocation and turns what the run gave into a response, stream events or a failure.
 
 How an attempt ends (docs/providers.md sections 6, 7 and 7.6):
 
@@ -30,15 +31,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import ClassVar
 
+from llmroute._registry import ProviderKind
 from llmroute.config._schema import ProviderConfig
+from llmroute.providers._cli_output import (
+    ClaudeStream,
+    CodexTurn,
+    JSONObject,
+    claude_failed,
+    claude_failure,
+    claude_finish,
+    claude_result,
+    served_model,
+    str_field,
+    usage,
+)
 from llmroute.providers._subprocess import Runner, RunResult, SubprocessRunner
 from llmroute.providers.base import (
     AttemptFailed,
@@ -49,37 +62,19 @@ from llmroute.providers.base import (
     StreamEvent,
     message_text,
 )
-from llmroute.trace import Usage
 
-__all__ = ["ClaudeCodeProvider", "CodexCliProvider", "flatten_messages"]
+__all__ = ["KINDS", "ClaudeCodeProvider", "CodexCliProvider", "flatten_messages"]
 
 logger = logging.getLogger(__name__)
-
-JSONObject = dict[str, object]
 
 #: characters of stderr (and of an error text) kept in a failure message
 MESSAGE_TAIL_CHARS = 500
 
-_RATE_LIMIT = re.compile(
-    r"\b429\b|rate[ _-]?limit|usage limit|too many requests|hit your limit", re.IGNORECASE
-)
-_AUTH_FAILURE = re.compile(
-    r"\b40[13]\b|authentication_failed|unauthori[sz]ed|forbidden|not logged in"
-    r"|invalid (?:x-)?api[ -]key",
-    re.IGNORECASE,
-)
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 # Shorter values ("1", "true") are settings, and scrubbing them would garble every message.
 _MIN_SECRET_LEN = 4
 
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
-_CLAUDE_STOP_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 
 
 def flatten_messages(messages: Sequence[Message]) -> str:
@@ -167,6 +162,34 @@ class _CliProvider:
             env=self._env,
         )
 
+    async def _relay(
+        self,
+        request: ProviderRequest,
+        feed: Callable[[bytes], str | None],
+        finish: Callable[[RunResult], StreamEvent],
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Run the CLI for a stream: each stdout line goes to `feed`, the text it returns
+        becomes an event, and once the process has ended cleanly `finish` gives the last."""
+        ended: RunResult | None = None
+        async with (
+            self._slot(request) as remaining,
+            contextlib.aclosing(self._lines(request, remaining)) as lines,
+        ):
+            try:
+                async for item in lines:
+                    if isinstance(item, RunResult):
+                        ended = item
+                        break
+                    text = feed(item)
+                    if text is not None:
+                        yield StreamEvent(text=text)
+            except OSError as exc:
+                raise self._start_failure(request, self._argv(request), exc) from exc
+        if ended is None:
+            raise self._failure("server_error", request, "runner ended without an exit status")
+        self._check_ended(request, ended)
+        yield finish(ended)
+
     def _start_failure(
         self, request: ProviderRequest, argv: Sequence[str], exc: OSError
     ) -> AttemptFailed:
@@ -239,7 +262,7 @@ class ClaudeCodeProvider(_CliProvider):
         """Run the CLI once and read its JSON result. Raises `AttemptFailed`."""
         result = await self._run(request)
         self._check_ended(request, result)
-        final = _claude_result(result.stdout)
+        final = claude_result(result.stdout)
         if final is None:
             raise self._no_result(request, result)
         self._raise_if_failed(request, final, result)
@@ -248,9 +271,9 @@ class ClaudeCodeProvider(_CliProvider):
             raise self._failure("server_error", request, "result has no text", result=result)
         return ProviderResponse(
             text=text,
-            finish_reason=_claude_finish(final),
-            usage=_usage(final.get("usage")),
-            served_model=_served_model(final.get("modelUsage")),
+            finish_reason=claude_finish(final),
+            usage=usage(final.get("usage")),
+            served_model=served_model(final.get("modelUsage")),
             raw=final,
         )
 
@@ -267,56 +290,29 @@ class ClaudeCodeProvider(_CliProvider):
                 served_model=response.served_model,
             )
             return
-        partial = "--include-partial-messages" in self._command
-        served: str | None = None
-        final: JSONObject | None = None
-        ended: RunResult | None = None
-        streamed = False
-        async with (
-            self._slot(request) as remaining,
-            contextlib.aclosing(self._lines(request, remaining)) as lines,
-        ):
-            try:
-                async for item in lines:
-                    if isinstance(item, RunResult):
-                        ended = item
-                        break
-                    event = _json_object(item)
-                    if event is None:
-                        continue
-                    kind = event.get("type")
-                    text = ""
-                    if kind == "stream_event":
-                        partial = True
-                        text = _delta_text(event.get("event"))
-                    elif kind == "assistant":
-                        message = event.get("message")
-                        served = _str_field(message, "model") or served
-                        if not partial:
-                            text = _assistant_text(message)
-                    elif kind == "system" and event.get("subtype") == "init":
-                        served = served or _str_field(event, "model")
-                    elif kind == "result":
-                        final = event
-                    if text:
-                        streamed = True
-                        yield StreamEvent(text=text)
-            except OSError as exc:
-                raise self._start_failure(request, self._argv(request), exc) from exc
-        if ended is None:
-            raise self._failure("server_error", request, "runner ended without an exit status")
-        self._check_ended(request, ended)
+        reading = ClaudeStream(partial="--include-partial-messages" in self._command)
+        events = self._relay(
+            request, reading.feed, lambda ended: self._last_event(request, reading, ended)
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+
+    def _last_event(
+        self, request: ProviderRequest, reading: ClaudeStream, ended: RunResult
+    ) -> StreamEvent:
+        final = reading.final
         if final is None:
             raise self._no_result(request, ended)
         self._raise_if_failed(request, final, ended)
         # The final result is the authoritative text; it only fills in for a run that
         # streamed none (an answer without text blocks).
-        fill_in = _str_field(final, "result") if not streamed else None
-        yield StreamEvent(
+        fill_in = str_field(final, "result") if not reading.streamed else None
+        return StreamEvent(
             text=fill_in or "",
-            finish_reason=_claude_finish(final),
-            usage=_usage(final.get("usage")),
-            served_model=_served_model(final.get("modelUsage")) or served,
+            finish_reason=claude_finish(final),
+            usage=usage(final.get("usage")),
+            served_model=served_model(final.get("modelUsage")) or reading.served,
         )
 
     def _no_result(self, request: ProviderRequest, result: RunResult) -> AttemptFailed:
@@ -329,31 +325,16 @@ class ClaudeCodeProvider(_CliProvider):
     def _raise_if_failed(
         self, request: ProviderRequest, final: JSONObject, result: RunResult
     ) -> None:
-        subtype = final.get("subtype")
-        failed = final.get("is_error") is True or (
-            isinstance(subtype, str) and subtype.startswith("error")
-        )
-        if not failed:
-            if result.returncode != 0:
-                raise self._failure(
-                    "server_error",
-                    request,
-                    f"exited with status {result.returncode} after reporting success",
-                    result=result,
-                )
-            return
-        status = _int_field(final, "api_error_status")
-        detail = _claude_error_text(final)
-        prefix = f"API error {status}: " if status is not None else ""
-        kind: FailureKind = "client_error"
-        retryable: bool | None = None
-        if status == 429 or (status is None and _RATE_LIMIT.search(detail)):
-            kind = "rate_limited_remote"
-        elif status is not None and (status == 529 or 500 <= status < 600):
-            kind = "server_error"
-        elif status in (401, 403) or _AUTH_FAILURE.search(detail):
-            retryable = False
-        raise self._failure(kind, request, prefix + detail, result=result, retryable=retryable)
+        if claude_failed(final):
+            kind, detail, retryable = claude_failure(final)
+            raise self._failure(kind, request, detail, result=result, retryable=retryable)
+        if result.returncode != 0:
+            raise self._failure(
+                "server_error",
+                request,
+                f"exited with status {result.returncode} after reporting success",
+                result=result,
+            )
 
 
 class CodexCliProvider(_CliProvider):
@@ -374,7 +355,7 @@ class CodexCliProvider(_CliProvider):
         """Run the CLI once and read its JSONL events. Raises `AttemptFailed`."""
         result = await self._run(request)
         self._check_ended(request, result)
-        turn = _CodexTurn()
+        turn = CodexTurn()
         for line in result.stdout.splitlines():
             turn.feed(line)
         self._raise_if_failed(request, turn, result)
@@ -390,88 +371,29 @@ class CodexCliProvider(_CliProvider):
         self, request: ProviderRequest, key: str | None
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield each agent message as Codex completes it, then one event with the usage."""
-        turn = _CodexTurn()
-        ended: RunResult | None = None
-        async with (
-            self._slot(request) as remaining,
-            contextlib.aclosing(self._lines(request, remaining)) as lines,
-        ):
-            try:
-                async for item in lines:
-                    if isinstance(item, RunResult):
-                        ended = item
-                        break
-                    text = turn.feed(item)
-                    if text is not None:
-                        # Separated like paragraphs, so the joined deltas read as one answer.
-                        yield StreamEvent(text=text if len(turn.messages) == 1 else f"\n\n{text}")
-            except OSError as exc:
-                raise self._start_failure(request, self._argv(request), exc) from exc
-        if ended is None:
-            raise self._failure("server_error", request, "runner ended without an exit status")
-        self._check_ended(request, ended)
+        turn = CodexTurn()
+        events = self._relay(
+            request, turn.feed_delta, lambda ended: self._last_event(request, turn, ended)
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+
+    def _last_event(
+        self, request: ProviderRequest, turn: CodexTurn, ended: RunResult
+    ) -> StreamEvent:
         self._raise_if_failed(request, turn, ended)
-        yield StreamEvent(finish_reason="stop", usage=turn.usage)
+        return StreamEvent(finish_reason="stop", usage=turn.usage)
 
     def _raise_if_failed(
-        self, request: ProviderRequest, turn: _CodexTurn, result: RunResult
+        self, request: ProviderRequest, turn: CodexTurn, result: RunResult
     ) -> None:
         if turn.failed is not None or result.returncode != 0:
-            if turn.failed is not None:
-                detail = f"turn failed: {turn.failed}"
-            elif turn.last_error is not None:
-                detail = f"exited with status {result.returncode}: {turn.last_error}"
-            else:
-                detail = f"exited with status {result.returncode}"
-            # The turn's own message decides when there is one; stderr may hold log lines
-            # about retries that recovered.
-            evidence = detail
-            if turn.failed is None:
-                evidence += "\n" + result.stderr_tail.decode("utf-8", "replace")
-            kind: FailureKind = "server_error"
-            retryable: bool | None = None
-            if _RATE_LIMIT.search(evidence):
-                kind = "rate_limited_remote"
-            elif _AUTH_FAILURE.search(evidence):
-                kind, retryable = "client_error", False
+            kind, detail, retryable = turn.failure(result.returncode, result.stderr_tail)
             raise self._failure(kind, request, detail, result=result, retryable=retryable)
         if not turn.messages:
             detail = "printed no agent message" if turn.events else "printed no JSON events"
             raise self._failure("server_error", request, detail, result=result)
-
-
-class _CodexTurn:
-    """The facts of one `codex exec --json` run, fed one stdout line at a time."""
-
-    __slots__ = ("events", "failed", "last_error", "messages", "usage")
-
-    def __init__(self) -> None:
-        self.events: list[JSONObject] = []
-        self.messages: list[str] = []
-        self.usage: Usage | None = None
-        self.failed: str | None = None
-        self.last_error: str | None = None
-
-    def feed(self, line: bytes) -> str | None:
-        """Take one line; return the text of an agent message it completes."""
-        event = _json_object(line)
-        if event is None:
-            return None
-        self.events.append(event)
-        kind = event.get("type")
-        if kind == "item.completed":
-            item = event.get("item")
-            text = _str_field(item, "text")
-            if _str_field(item, "type") == "agent_message" and text is not None:
-                self.messages.append(text)
-                return text
-        elif kind == "turn.completed":
-            self.usage = _usage(event.get("usage"))
-        elif kind == "turn.failed":
-            self.failed = _str_field(event.get("error"), "message") or "no message"
-        elif kind == "error":
-            self.last_error = _str_field(event, "message")
-        return None
 
 
 def _unavailable_reason(command: Sequence[str]) -> str | None:
@@ -486,96 +408,6 @@ def _is_stream_json(command: Sequence[str]) -> bool:
     return "stream-json" in command or "--output-format=stream-json" in command
 
 
-def _json_object(line: bytes | str) -> JSONObject | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _claude_result(stdout: bytes) -> JSONObject | None:
-    """The `result` object of a json-mode run, tolerating an array or JSONL around it."""
-    text = stdout.decode("utf-8", "replace").strip()
-    try:
-        document: object = json.loads(text)
-    except ValueError:
-        document = [_json_object(line) for line in text.splitlines()]
-    candidates = document if isinstance(document, list) else [document]
-    for candidate in reversed(candidates):
-        if isinstance(candidate, dict) and candidate.get("type") == "result":
-            return candidate
-    return None
-
-
-def _claude_error_text(final: JSONObject) -> str:
-    text = final.get("result")
-    if isinstance(text, str) and text:
-        return text
-    errors = final.get("errors")
-    if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)
-    return f"failed ({final.get('subtype', 'no subtype')})"
-
-
-def _claude_finish(final: JSONObject) -> str | None:
-    reason = final.get("stop_reason")
-    if not isinstance(reason, str):
-        return None
-    return _CLAUDE_STOP_REASONS.get(reason, reason)
-
-
-def _delta_text(event: object) -> str:
-    if not isinstance(event, dict) or event.get("type") != "content_block_delta":
-        return ""
-    return _str_field(event.get("delta"), "text") or ""
-
-
-def _assistant_text(message: object) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, list):
-        return ""
-    return "".join(
-        _str_field(block, "text") or ""
-        for block in content
-        if isinstance(block, dict) and block.get("type") == "text"
-    )
-
-
-def _served_model(model_usage: object) -> str | None:
-    """The model that did the work: Claude Code may also call a small model on the side."""
-    if not isinstance(model_usage, dict) or not model_usage:
-        return None
-    names = [name for name in model_usage if isinstance(name, str)]
-
-    def tokens(name: str) -> int:
-        counts = model_usage[name]
-        if not isinstance(counts, dict):
-            return 0
-        return sum(_int_field(counts, field) or 0 for field in ("inputTokens", "outputTokens"))
-
-    return max(names, key=tokens, default=None)
-
-
-def _usage(data: object) -> Usage | None:
-    prompt, completion = _int_field(data, "input_tokens"), _int_field(data, "output_tokens")
-    if prompt is None or completion is None:
-        return None
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
-
-
-def _int_field(data: object, name: str) -> int | None:
-    value = data.get(name) if isinstance(data, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str_field(data: object, name: str) -> str | None:
-    value = data.get(name) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
 def _scrub(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
@@ -587,3 +419,42 @@ def _clip_head(text: str) -> str:
     if len(text) <= MESSAGE_TAIL_CHARS:
         return text
     return text[:MESSAGE_TAIL_CHARS] + "..."
+
+
+# The prompt goes on stdin, which is then closed (docs/providers.md sections 6 and 7). CLI
+# models take text only: tools, images and response formats are skipped to other models.
+KINDS = (
+    ProviderKind(
+        name="claude_code",
+        factory=ClaudeCodeProvider,
+        transport="cli",
+        default_command=(
+            "claude",
+            "-p",
+            "--output-format",
+            "json",
+            "--tools",
+            "",
+            "--no-session-persistence",
+            "--model",
+            "{model}",
+        ),
+    ),
+    ProviderKind(
+        name="codex_cli",
+        factory=CodexCliProvider,
+        transport="cli",
+        default_command=(
+            "codex",
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--ephemeral",
+            "-c",
+            "features.plugins=false",
+            "--model",
+            "{model}",
+            "-",
+        ),
+    ),
+)

@@ -16,34 +16,29 @@ Failure mapping (everything else is the router's business):
     5xx                                       server_error (retry_after from Retry-After)
     other 4xx                                 client_error
     httpx transport errors / timeouts         transport_error / timeout
+
+Error bodies are read in `_gemini_errors`, the request and answer translation lives in
+`_gemini_wire`; this module moves the bytes.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import datetime, timedelta, timezone, tzinfo
-from datetime import time as wall_time
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
+from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
-from llmroute.limiter.learn import gemini_quota_report
+from llmroute.providers._gemini_errors import classify_error, next_pacific_midnight
 from llmroute.providers._gemini_wire import MAX_STOP_SEQUENCES, CallMemory, build_body, parse_parts
 from llmroute.providers._http import (
-    MAX_RETRY_AFTER,
     HttpClient,
     error_message,
     iter_sse_data,
     map_transport_errors,
     parse_json_body,
-    parse_retry_after,
 )
 from llmroute.providers.base import (
     SIGNATURES,
@@ -54,9 +49,16 @@ from llmroute.providers.base import (
 )
 from llmroute.trace import ToolCall, Usage
 
-__all__ = ["DEFAULT_BASE_URL", "MAX_STOP_SEQUENCES", "GoogleAIStudioProvider", "build_body"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "KINDS",
+    "MAX_STOP_SEQUENCES",
+    "GoogleAIStudioProvider",
+    "build_body",
+    "classify_error",
+    "next_pacific_midnight",
+]
 
-_BODY = "gemini_body"
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,6 @@ _FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"}
 _GENERATION_ERRORS = frozenset(
     {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
 )
-_SERVER_STATUSES = frozenset({500, 502, 503, 504})
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)s\s*")
 _MAX_DETAIL = 120
 
 JSONObject = dict[str, object]
@@ -108,6 +108,9 @@ class GoogleAIStudioProvider:
         self._headers_by_key: dict[str, dict[str, str]] = {}
         self._get_client = get_client
         self._clock = clock
+        # The translated body depends on this provider's memory of the calls it issued, so
+        # each Gemini provider keeps its own in the request's memo.
+        self._memo_key = f"gemini_body:{self.name}"
         # model -> (generate URL, stream URL); filled on first use of each model
         self._urls: dict[str, tuple[str, str]] = {}
         #: the tool calls this provider's answers issued, for their ids and signatures
@@ -142,7 +145,7 @@ class GoogleAIStudioProvider:
     def _encoded_body(self, request: ProviderRequest) -> bytes:
         """The body, translated once per request: retries and other keys reuse it."""
         memo = request.memo
-        body = memo.get(_BODY) if memo is not None else None
+        body = memo.get(self._memo_key) if memo is not None else None
         if not isinstance(body, bytes):
             signatures = memo.get(SIGNATURES) if memo is not None else None
             translated = build_body(
@@ -150,7 +153,7 @@ class GoogleAIStudioProvider:
             )
             body = json.dumps(translated, ensure_ascii=False).encode()
             if memo is not None:
-                memo[_BODY] = body
+                memo[self._memo_key] = body
         return body
 
     async def stream(self, request: ProviderRequest, key: str | None) -> AsyncIterator[StreamEvent]:
@@ -207,56 +210,6 @@ class GoogleAIStudioProvider:
             failure.message = _scrub(failure.message, key)
             failure.args = (failure.message,)
         return failure
-
-
-def classify_error(
-    status: int, body: object, headers: Mapping[str, str], *, wall_now: float
-) -> AttemptFailed:
-    """Map a non-2xx Gemini answer to an `AttemptFailed` (docs/providers.md 5.5)."""
-    if isinstance(body, list) and body:
-        body = body[0]
-    error = body.get("error") if isinstance(body, dict) else None
-    error = error if isinstance(error, dict) else {}
-    details = [d for d in _list(error.get("details")) if isinstance(d, dict)]
-    status_name = error.get("status")
-    label = f"HTTP {status} {status_name}" if isinstance(status_name, str) else f"HTTP {status}"
-    message = f"{label}: " + error_message(body, httpx.codes.get_reason_phrase(status) or "error")
-
-    if status == 429:
-        return _rate_limited(label, message, details, headers, wall_now)
-    if status in (401, 403) or (status == 400 and _has_reason(details, "API_KEY_INVALID")):
-        return AttemptFailed("client_error", message, status=status, key_invalid=True)
-    if status in _SERVER_STATUSES or status >= 500:
-        return AttemptFailed(
-            "server_error", message, status=status, retry_after=parse_retry_after(headers, wall_now)
-        )
-    return AttemptFailed("client_error", message, status=status)
-
-
-def _rate_limited(
-    label: str,
-    message: str,
-    details: list[JSONObject],
-    headers: Mapping[str, str],
-    wall_now: float,
-) -> AttemptFailed:
-    retry_after = _retry_delay(details)
-    if retry_after is None:
-        retry_after = parse_retry_after(headers, wall_now)
-    quota_ids = _quota_ids(details)
-    reset_at = next_pacific_midnight(wall_now) if any("PerDay" in q for q in quota_ids) else None
-    if quota_ids:
-        message = f"{label}: quota exceeded ({', '.join(quota_ids)[:_MAX_DETAIL]})"
-    return AttemptFailed(
-        "rate_limited_remote",
-        message,
-        status=429,
-        retry_after=retry_after,
-        quota_reset_at=reset_at,
-        ratelimit=gemini_quota_report(
-            details, retry_after, reset_at - wall_now if reset_at is not None else None
-        ),
-    )
 
 
 class _StreamState:
@@ -316,25 +269,6 @@ class _StreamState:
             served_model=self.served,
             tool_calls=self.calls or (),
         )
-
-
-def next_pacific_midnight(now: float) -> float:
-    """Unix time of the first midnight in America/Los_Angeles after `now`: when Gemini's
-    per-day quotas reset."""
-    zone = _pacific()
-    today = datetime.fromtimestamp(now, zone).date()
-    # Midnight never falls in a DST gap in Los Angeles (changes happen at 02:00).
-    return datetime.combine(today + timedelta(days=1), wall_time(0), tzinfo=zone).timestamp()
-
-
-@functools.cache
-def _pacific() -> tzinfo:
-    try:
-        return ZoneInfo("America/Los_Angeles")
-    except ZoneInfoNotFoundError:
-        # Cached, so this is said once per process rather than per 429.
-        logger.warning("no tz database for America/Los_Angeles; daily quotas reset at UTC-8")
-        return timezone(timedelta(hours=-8))
 
 
 def _parse_response(
@@ -447,43 +381,6 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _retry_delay(details: list[JSONObject]) -> float | None:
-    for detail in details:
-        if not str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            continue
-        delay = detail.get("retryDelay")
-        seconds: float | None = None
-        if isinstance(delay, str):
-            match = _DURATION.fullmatch(delay)
-            seconds = float(match.group(1)) if match else None
-        elif isinstance(delay, dict):
-            # The protobuf object form, in case a proxy re-encodes the Duration.
-            secs, nanos = delay.get("seconds", 0), delay.get("nanos", 0)
-            if isinstance(secs, int | float | str) and isinstance(nanos, int | float):
-                try:
-                    seconds = float(secs) + float(nanos) / 1e9
-                except ValueError:
-                    seconds = None
-        if seconds is not None:
-            return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-    return None
-
-
-def _quota_ids(details: list[JSONObject]) -> list[str]:
-    ids: list[str] = []
-    for detail in details:
-        if not str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
-            continue
-        for violation in _list(detail.get("violations")):
-            if isinstance(violation, dict) and isinstance(violation.get("quotaId"), str):
-                ids.append(violation["quotaId"])
-    return ids
-
-
-def _has_reason(details: list[JSONObject], reason: str) -> bool:
-    return any(detail.get("reason") == reason for detail in details)
-
-
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 
@@ -500,3 +397,15 @@ def _require_key(key: str | None) -> str:
     if not key:
         raise ValueError("google_ai_studio needs an API key for every attempt")
     return key
+
+
+KINDS = (
+    ProviderKind(
+        name="google_ai_studio",
+        factory=GoogleAIStudioProvider,
+        transport="http",
+        capabilities=frozenset({"tools", "vision", "json"}),
+        default_base_url=DEFAULT_BASE_URL,
+        wire="gemini",
+    ),
+)

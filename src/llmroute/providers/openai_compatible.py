@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.config._schema import ProviderConfig
 from llmroute.limiter.learn import read_headers
@@ -29,7 +30,7 @@ from llmroute.providers.base import (
 )
 from llmroute.trace import ToolCall, Usage
 
-__all__ = ["OpenAICompatibleProvider", "parse_answer"]
+__all__ = ["KINDS", "OpenAICompatibleProvider", "parse_answer"]
 
 _FINISH_REASONS = {
     "stop": "stop",
@@ -63,9 +64,10 @@ class OpenAICompatibleProvider:
         self._get_client = get_client
         self._clock = clock
         self._base_headers = {"content-type": "application/json", **config.headers}
-        # Groq deprecates max_tokens in favour of max_completion_tokens; send one, never both.
-        host = (config.base_url or "").lower()
-        self._max_tokens_field = "max_completion_tokens" if "groq.com" in host else "max_tokens"
+        # Groq deprecates max_tokens in favour of max_completion_tokens (its catalogue entry
+        # says so with `max_tokens_field`); send one, never both.
+        field = config.options.get("max_tokens_field", "max_tokens")
+        self._max_tokens_field = field if isinstance(field, str) else "max_tokens"
         self._headers_by_key: dict[str | None, dict[str, str]] = {}
 
     def __repr__(self) -> str:
@@ -425,3 +427,15 @@ def _in_band_failure(data: dict[str, Any]) -> AttemptFailed:
     if status is not None and 400 <= status < 500 and status not in (408, 409):
         return AttemptFailed("client_error", message, status=status)
     return AttemptFailed("server_error", message, status=status)
+
+
+KINDS = (
+    ProviderKind(
+        name="openai_compatible",
+        factory=OpenAICompatibleProvider,
+        transport="http",
+        capabilities=frozenset({"tools", "vision", "json"}),
+        options={"max_tokens_field": "max_tokens"},
+        wire="openai",
+    ),
+)

@@ -13,7 +13,7 @@ Only plain commands, no modules and no functions, so Valkey runs the same script
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "CANCEL", "COMMIT", "COOLDOWN", "ROTATE"]
+__all__ = ["ACQUIRE", "CANCEL", "COMMIT", "COOLDOWN", "COOLDOWNS_LEFT", "ROTATE"]
 
 #: The shared head of every script that reads the clock.
 _NOW = """
@@ -177,3 +177,16 @@ redis.call('HSET', KEYS[1], ARGV[1], index + 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return index
 """
+
+#: KEYS: the cooldowns hash. ARGV: caller's now, then names. Returns us left per name.
+COOLDOWNS_LEFT = (
+    _NOW
+    + """
+local left = {}
+for i = 2, #ARGV do
+  local until_ = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  left[i - 1] = math.max(until_ - now, 0)
+end
+return left
+"""
+)

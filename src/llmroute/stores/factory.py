@@ -31,8 +31,14 @@ def build_store(state: StateConfig, cache_dir: str | os.PathLike[str]) -> StateS
         path = Path(state.path) if state.path else Path(cache_dir) / DEFAULT_SQLITE_NAME
         return SQLiteStore(path)
     if state.backend == "redis":
+        from llmroute.errors import ConfigError
         from llmroute.stores.redis_store import RedisStore
 
         assert state.url is not None, "the config loader requires a url for redis"
-        return RedisStore(state.url.reveal(), prefix=state.prefix)
+        try:
+            return RedisStore(state.url.reveal(), prefix=state.prefix)
+        except ConfigError as exc:
+            # Said where it comes from, as every other config problem is.
+            problems = [f"limits: state.backend: {problem}" for problem in exc.problems]
+            raise ConfigError(problems) from exc.__cause__
     return MemoryStore()

@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from llmroute.errors import ConfigError, StoreError
 from llmroute.stores import _redis_lua as lua
+from llmroute.stores._redis_batch import Batcher, Script
 from llmroute.stores.base import Bucket, Charge, LimitKind
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-    from redis.commands.core import AsyncScript
 
 __all__ = ["RedisStore"]
 
@@ -36,6 +37,14 @@ LEARNED_TTL: Final = 7 * 86_400
 #: the longest cooldown kept (an "until further notice" is held for a year)
 _MAX_COOLDOWN: Final = 365 * 86_400.0
 _SEP: Final = "\n"
+_SCRIPTS: Final = {
+    "acquire": Script(lua.ACQUIRE),
+    "commit": Script(lua.COMMIT),
+    "cancel": Script(lua.CANCEL),
+    "cooldown": Script(lua.COOLDOWN),
+    "cooldowns": Script(lua.COOLDOWNS_LEFT),
+    "rotate": Script(lua.ROTATE),
+}
 #: connections per event loop
 MAX_CONNECTIONS: Final = 32
 
@@ -73,7 +82,7 @@ class RedisStore:
             import redis.asyncio  # noqa: F401
         except ImportError as exc:
             raise ConfigError(
-                ["state.backend: redis needs the redis extra: pip install 'llmroute[redis]'"]
+                ["the Redis store needs the redis extra: pip install llmroute[redis]"]
             ) from exc
         self._url = url
         self.prefix = prefix
@@ -83,9 +92,10 @@ class RedisStore:
         parts = urlsplit(url)
         # Where the server is, for messages: never the URL, which may carry a password.
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        self._client: aioredis.Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        #: per event loop (a client cannot move between loops): one router per thread may
+        #: share this store
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[aioredis.Redis, Batcher]] = {}
+        self._lock = threading.Lock()
         self._window_keys: dict[str, tuple[str, str, str, str]] = {}
         self._seq = f"{prefix}:seq"
         self._cooldowns = f"{prefix}:cooldowns"
@@ -98,14 +108,19 @@ class RedisStore:
 
     # -- connection --------------------------------------------------------------------------
 
-    def _connect(self) -> aioredis.Redis:
-        """The client of the running event loop (a client cannot move between loops)."""
+    def _connect(self) -> tuple[aioredis.Redis, Batcher]:
+        """The client of the running event loop, made on its first call."""
         loop = asyncio.get_running_loop()
-        client = self._client
-        if client is not None and self._loop is loop:
-            return client
-        if client is not None:
-            _abandon(client)
+        made = self._clients.get(loop)
+        if made is not None:
+            return made
+        with self._lock:
+            for dead in [other for other in self._clients if other.is_closed()]:
+                _abandon(self._clients.pop(dead)[0])
+            made = self._clients[loop] = self._new_client(loop)
+        return made
+
+    def _new_client(self, loop: asyncio.AbstractEventLoop) -> tuple[aioredis.Redis, Batcher]:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -124,20 +139,14 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         client = aioredis.Redis.from_pool(pool)
-        self._client, self._loop = client, loop
-        self._scripts = {
-            "acquire": client.register_script(lua.ACQUIRE),
-            "commit": client.register_script(lua.COMMIT),
-            "cancel": client.register_script(lua.CANCEL),
-            "cooldown": client.register_script(lua.COOLDOWN),
-            "rotate": client.register_script(lua.ROTATE),
-        }
-        return client
+        return client, Batcher(client, loop)
+
+    def _call(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        return self._connect()[1].call(_SCRIPTS[name], keys, args)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self._connect()
         try:
-            return await self._scripts[name](keys=keys, args=args)
+            return await self._call(name, keys, args)
         except Exception as exc:
             raise self._failure(exc) from exc
 
@@ -180,10 +189,27 @@ class RedisStore:
             keys.extend(self._keys_of(b.name))
             args.extend(-1 if v is None else v for v in (b.rpm, b.tpm, b.rpd, b.tpd))
         keys.append(self._seq)
-        status, value = await self._script("acquire", keys, args)
+        future = self._call("acquire", keys, args)
+        try:
+            status, value = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The script runs regardless; give back what it charged.
+            pairs = tuple(keys[:-1])
+            future.add_done_callback(lambda done: self._refund_abandoned(done, pairs))
+            raise
+        except Exception as exc:
+            raise self._failure(exc) from exc
         if status == 0:
             return _RedisCharge(tokens, str(value), tuple(keys[:-1]))
         return math.inf if int(value) < 0 else int(value) / 1_000_000
+
+    def _refund_abandoned(self, done: asyncio.Future[Any], pairs: tuple[str, ...]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        status, member = done.result()
+        if status == 0:
+            refund = self._call("cancel", list(pairs), [member])
+            refund.add_done_callback(_swallow)
 
     async def commit(self, charge: Charge, tokens: int) -> None:
         assert isinstance(charge, _RedisCharge)
@@ -208,26 +234,13 @@ class RedisStore:
     async def cooldowns(self, names: Sequence[str], now: float) -> list[float]:
         if not names:
             return []
-        client = self._connect()
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.hmget(self._cooldowns, list(names))
-                if self.use_server_time:
-                    pipe.time()
-                replies = await pipe.execute()
-        except Exception as exc:
-            raise self._failure(exc) from exc
-        if self.use_server_time:
-            seconds, micros = replies[1]
-            at = int(seconds) * 1_000_000 + int(micros)
-        else:
-            at = round(now * 1_000_000)
-        return [0.0 if u is None else max(int(u) - at, 0) / 1_000_000 for u in replies[0]]
+        left = await self._script("cooldowns", [self._cooldowns], [self._now_arg(now), *names])
+        return [int(micros) / 1_000_000 for micros in left]
 
     # -- keys --------------------------------------------------------------------------------
 
     async def _write(self, key: str, field: str, value: Any, ttl: int) -> None:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, field, value)
@@ -237,7 +250,7 @@ class RedisStore:
             raise self._failure(exc) from exc
 
     async def _read_all(self, key: str) -> dict[str, str]:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             fields = await client.hgetall(key)
             return {str(f): str(v) for f, v in fields.items()}
@@ -256,7 +269,7 @@ class RedisStore:
         return int(await self._script("rotate", [self._indexes], [provider, n_keys, KEY_STATE_TTL]))
 
     async def get_index(self, provider: str) -> int | None:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             value = await client.hget(self._indexes, provider)
         except Exception as exc:
@@ -279,7 +292,7 @@ class RedisStore:
     # -- inspection and lifetime -------------------------------------------------------------
 
     async def snapshot(self, now: float) -> dict[str, Any]:
-        client = self._connect()
+        client = self._connect()[0]
         try:
             async with client.pipeline(transaction=True) as pipe:
                 for key in (self._cooldowns, self._disabled, self._indexes, self._learned):
@@ -308,15 +321,25 @@ class RedisStore:
         }
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is None:
+        """Close this event loop's connections, and let go of those of loops that ended
+        (another thread's running loop keeps its own until that loop closes them)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mine = self._clients.pop(loop, None)
+            for dead in [other for other in self._clients if other.is_closed()]:
+                _abandon(self._clients.pop(dead)[0])
+        if mine is None:
             return
-        if loop is not asyncio.get_running_loop():
-            _abandon(client)
-            return
+        client, batcher = mine
+        await batcher.aclose()
         with contextlib.suppress(Exception):
             await client.aclose()
+
+
+def _swallow(done: asyncio.Future[Any]) -> None:
+    """Retrieve a background call's outcome, so a failure is not reported as unhandled."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _abandon(client: aioredis.Redis) -> None:
@@ -348,19 +371,32 @@ def _describe(exc: BaseException) -> str:
     """What went wrong, in words (never a library's internal error numbers)."""
     from redis import exceptions as rx
 
+    chain = _chain(exc)
+    texts = " ".join(str(e).lower() for e in chain)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or (
+        # redis-py words a refused connect as "Error 111 connecting to ..." (ECONNREFUSED)
+        # and may drop the OSError that said so.
+        "refused" in texts or "error 111 connecting" in texts
+    ):
+        return "connection refused"
+    for kind, words in (
+        (rx.AuthenticationError, "authentication failed"),
+        ((ConnectionResetError, BrokenPipeError), "connection lost"),
+        ((TimeoutError, rx.TimeoutError), "timed out"),
+        (rx.ResponseError, "the server answered with an error"),
+    ):
+        if any(isinstance(e, kind) for e in chain):
+            return words
+    if any(isinstance(e, rx.ConnectionError | OSError) for e in chain):
+        return "could not connect" if "connecting to" in texts else "connection lost"
+    return "the server gave a malformed answer"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, nearest first."""
     chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(chain) < 8:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    for kind, words in (
-        (ConnectionRefusedError, "connection refused"),
-        (rx.AuthenticationError, "authentication failed"),
-        ((ConnectionResetError, BrokenPipeError), "connection lost"),
-        ((TimeoutError, rx.TimeoutError), "timed out"),
-        (rx.ResponseError, "the server answered with an error"),
-        ((rx.ConnectionError, OSError), "connection failed"),
-    ):
-        if any(isinstance(e, kind) for e in chain):
-            return words
-    return "the server gave a malformed answer"
+    return chain

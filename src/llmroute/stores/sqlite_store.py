@@ -7,23 +7,23 @@ waits its turn instead of failing. Each charge is one row per bucket, so the his
 answers any limit passed at admission time, and a tightened limit applies at once.
 
 The event loop never touches the file: every call runs on one dedicated thread (one
-connection, calls in order), so a slow disk delays the requests that need the store and
-nothing else. `now` is Unix time (`uses_wall_clock`), the one clock the processes of a host
-share.
+connection, calls in order, the calls of one loop tick handed over together), so a slow
+disk delays the requests that need the store and nothing else. `now` is Unix time
+(`uses_wall_clock`), the one clock the processes of a host share.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from llmroute.errors import StoreError
+from llmroute.stores import _sqlite_windows as windows
+from llmroute.stores._thread import TickQueue, forget
 from llmroute.stores.base import Bucket, Charge, LimitKind
 
 __all__ = ["SQLiteStore"]
@@ -38,14 +38,6 @@ _PRUNE_EVERY: Final = 256
 DEFAULT_BUSY_TIMEOUT: Final = 5.0
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS charges (
-    id INTEGER PRIMARY KEY,
-    bucket TEXT NOT NULL,
-    t REAL NOT NULL,
-    tokens INTEGER NOT NULL,
-    day INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS charges_by_bucket ON charges (bucket, t);
 CREATE TABLE IF NOT EXISTS cooldowns (name TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS disabled_keys (
     provider TEXT NOT NULL,
@@ -60,13 +52,6 @@ CREATE TABLE IF NOT EXISTS learned_limits (
     PRIMARY KEY (bucket, kind)
 );
 """
-
-_MINUTE_USE = "SELECT count(*), coalesce(sum(tokens), 0) FROM charges WHERE bucket = ? AND t > ?"
-_DAY_USE = (
-    "SELECT count(*), coalesce(sum(tokens), 0) FROM charges WHERE bucket = ? AND t > ? AND day = 1"
-)
-_MINUTE_ROWS = "SELECT t, tokens FROM charges WHERE bucket = ? AND t > ? ORDER BY t, id"
-_DAY_ROWS = "SELECT t, tokens FROM charges WHERE bucket = ? AND t > ? AND day = 1 ORDER BY t, id"
 
 
 class _SQLiteCharge(Charge):
@@ -90,8 +75,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        # Touched only on the executor's thread.
+        self._queue = TickQueue("llmroute-sqlite", self._guarded, self._undo_abandoned)
+        # Touched only on the store's thread.
         self._conn: sqlite3.Connection | None = None
         self._admissions = 0
         self._pruned_at = -math.inf
@@ -101,24 +86,22 @@ class SQLiteStore:
 
     # -- running on the store's thread -------------------------------------------------------
 
-    def _submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-        executor = self._executor
-        if executor is None:
-            executor = self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="llmroute-sqlite"
-            )
-        return executor.submit(self._guarded, fn, *args)
-
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.wrap_future(self._submit(fn, *args))
+        result: _T = await self._queue.call(fn, *args)
+        return result
 
-    def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T:
+    def _guarded(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         try:
             return fn(self._connection(), *args)
         except (sqlite3.Error, OSError) as exc:
             # A broken connection is not reused: the next call opens the file afresh.
             self._drop_connection()
             raise StoreError(f"state store {self.path} could not be used: {exc}") from exc
+
+    def _undo_abandoned(self, fn: Callable[..., Any], result: Any) -> None:
+        """An admission whose caller was cancelled still ran: give its charge back."""
+        if fn is _acquire and isinstance(result, _SQLiteCharge):
+            forget(self._queue.call(_cancel, result.ids))
 
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
@@ -136,7 +119,7 @@ class SQLiteStore:
                 # WAL with NORMAL survives a process crash; only a power cut can lose the
                 # last transactions, which a limiter can afford.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
+                conn.executescript(windows.SCHEMA + _SCHEMA)
             except BaseException:
                 conn.close()
                 raise
@@ -152,13 +135,8 @@ class SQLiteStore:
     # -- limiter windows ---------------------------------------------------------------------
 
     async def acquire(self, buckets: Sequence[Bucket], tokens: int, now: float) -> Charge | float:
-        future = self._submit(_acquire, tuple(buckets), tokens, now, self._prune_due(now))
-        try:
-            got = await asyncio.shield(asyncio.wrap_future(future))
-        except asyncio.CancelledError:
-            # The transaction runs to its end regardless; give back what it charged.
-            future.add_done_callback(self._refund_abandoned)
-            raise
+        # A cancelled caller does not stop the transaction: `_undo_abandoned` refunds it.
+        got = await self._run(_acquire, tuple(buckets), tokens, now, self._prune_due(now))
         if isinstance(got, Charge):
             self._admissions += 1
         return got
@@ -168,13 +146,6 @@ class SQLiteStore:
             self._pruned_at = now
             return True
         return False
-
-    def _refund_abandoned(self, future: Future[Charge | float]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        got = future.result()
-        if isinstance(got, _SQLiteCharge) and self._executor is not None:
-            self._executor.submit(self._guarded, _cancel, got.ids)
 
     async def commit(self, charge: Charge, tokens: int) -> None:
         assert isinstance(charge, _SQLiteCharge)
@@ -230,11 +201,7 @@ class SQLiteStore:
         return await self._run(_snapshot, now)
 
     async def aclose(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        await asyncio.wrap_future(executor.submit(self._drop_connection))
-        executor.shutdown(wait=False)
+        await self._queue.shutdown(self._drop_connection)
 
 
 # -- the transactions, run on the store's thread ---------------------------------------------
@@ -243,94 +210,20 @@ class SQLiteStore:
 def _acquire(
     conn: sqlite3.Connection, buckets: tuple[Bucket, ...], tokens: int, now: float, prune: bool
 ) -> Charge | float:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        wait = 0.0
-        for bucket in buckets:
-            wait = max(wait, _wait(conn, bucket, tokens, now))
-            if wait == math.inf:
-                break
-        if wait:
-            conn.execute("ROLLBACK")
-            return wait
-        ids = tuple(
-            _insert(conn, b.name, now, tokens, b.rpd is not None or b.tpd is not None)
-            for b in buckets
-        )
-        if prune:
-            conn.execute(
-                "DELETE FROM charges WHERE t <= ? OR (day = 0 AND t <= ?)",
-                (now - DAY, now - MINUTE),
-            )
-            conn.execute("DELETE FROM cooldowns WHERE until <= ?", (now,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return _SQLiteCharge(tokens, ids)
-
-
-def _insert(conn: sqlite3.Connection, bucket: str, now: float, tokens: int, day: bool) -> int:
-    cursor = conn.execute(
-        "INSERT INTO charges (bucket, t, tokens, day) VALUES (?, ?, ?, ?)",
-        (bucket, now, tokens, int(day)),
-    )
-    rowid = cursor.lastrowid
-    assert rowid is not None
-    return rowid
-
-
-def _wait(conn: sqlite3.Connection, b: Bucket, cost: int, now: float) -> float:
-    """0.0 when `cost` fits in bucket `b` at `now`, else the seconds until it would."""
-    rpm, tpm, rpd, tpd = b.rpm, b.tpm, b.rpd, b.tpd
-    if rpm == 0 or rpd == 0 or (tpm is not None and cost > tpm) or (tpd is not None and cost > tpd):
-        return math.inf
-    free_at = 0.0
-    if rpm is not None or tpm is not None:
-        free_at = _free_at(conn, _MINUTE_USE, _MINUTE_ROWS, b.name, now, MINUTE, rpm, tpm, cost)
-    if rpd is not None or tpd is not None:
-        day_free_at = _free_at(conn, _DAY_USE, _DAY_ROWS, b.name, now, DAY, rpd, tpd, cost)
-        free_at = max(free_at, day_free_at)
-    # Refused means a positive wait: 0.0 would read as "fits".
-    return max(free_at - now, _MIN_WAIT) if free_at else 0.0
-
-
-def _free_at(
-    conn: sqlite3.Connection,
-    use_sql: str,
-    rows_sql: str,
-    bucket: str,
-    now: float,
-    span: float,
-    max_requests: int | None,
-    max_tokens: int | None,
-    cost: int,
-) -> float:
-    """When the window has room for one more request of `cost` (0.0: it has room now)."""
-    since = now - span
-    requests, used = conn.execute(use_sql, (bucket, since)).fetchone()
-    need_requests = 0 if max_requests is None else requests - max_requests + 1
-    need_tokens = 0 if max_tokens is None else used + cost - max_tokens
-    if need_requests <= 0 and need_tokens <= 0:
-        return 0.0
-    # The oldest charges leave first: walk them until enough requests and tokens have gone.
-    freed = 0
-    admitted_at = now
-    for seen, (t, tokens) in enumerate(conn.execute(rows_sql, (bucket, since)), start=1):
-        freed += tokens
-        admitted_at = t
-        if seen >= need_requests and freed >= need_tokens:
-            break
-    return float(admitted_at) + span
+    got = windows.acquire(conn, buckets, tokens, now, prune)
+    if isinstance(got, float):
+        return got
+    if prune:
+        conn.execute("DELETE FROM cooldowns WHERE until <= ?", (now,))
+    return _SQLiteCharge(tokens, got)
 
 
 def _commit(conn: sqlite3.Connection, ids: tuple[int, ...], tokens: int) -> None:
-    conn.execute(f"UPDATE charges SET tokens = ? WHERE id IN ({_marks(ids)})", (tokens, *ids))
+    windows.commit(conn, ids, tokens)
 
 
 def _cancel(conn: sqlite3.Connection, ids: tuple[int, ...]) -> None:
-    conn.execute(f"DELETE FROM charges WHERE id IN ({_marks(ids)})", ids)
+    windows.cancel(conn, ids)
 
 
 def _marks(values: Sequence[object]) -> str:

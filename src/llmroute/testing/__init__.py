@@ -22,6 +22,7 @@ from llmroute.testing._script import (
     FakeScript,
     Garbage,
     InvalidKey,
+    Predicate,
     RateLimit,
     RecordedRequest,
     Reply,
@@ -32,6 +33,7 @@ from llmroute.testing._script import (
 )
 from llmroute.testing._server import FakeProviderServer, serve_in_thread
 from llmroute.testing._transport import FakeTransport
+from llmroute.testing._wires import FakeWire, RequestFacts, register_wire
 
 __all__ = [
     "Behaviour",
@@ -40,17 +42,21 @@ __all__ = [
     "FakeProviderServer",
     "FakeScript",
     "FakeTransport",
+    "FakeWire",
     "Garbage",
     "InvalidKey",
+    "Predicate",
     "Quota",
     "QuotaEnforcer",
     "RateLimit",
     "RecordedRequest",
     "Reply",
+    "RequestFacts",
     "ScaledClock",
     "ServerError",
     "Status",
     "Stream",
     "Timeout",
+    "register_wire",
     "serve_in_thread",
 ]

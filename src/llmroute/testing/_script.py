@@ -15,14 +15,13 @@ I/O or reads a clock.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
-from urllib.parse import parse_qs, unquote
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import unquote
 
-from llmroute.testing._view import messages_of, tool_names_of, wire_problem
+from llmroute.testing._wires import _GEMINI_PATH, _OPENAI_SUFFIX, fake_wire, match_wire
 from llmroute.trace import ToolCall
 
 if TYPE_CHECKING:
@@ -46,17 +45,40 @@ __all__ = [
     "estimate_tokens",
 ]
 
-Wire = Literal["openai", "gemini"]
+#: a wire the fakes speak: "openai", "gemini", or one registered with `register_wire`
+Wire = str
 
-_GEMINI_PATH = re.compile(
-    r"^(?:.*/)?models/(?P<model>[^/]+?):(?P<action>generateContent|streamGenerateContent)$"
-)
-_OPENAI_SUFFIX = "/chat/completions"
+# Kept importable from here for the other fakes that route by the same paths.
+__all__ += ["_GEMINI_PATH", "_OPENAI_SUFFIX"]
 
 
 def estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token), what the fakes report by default."""
     return (len(text) + 3) // 4
+
+
+def _as_calls(calls: Sequence[object]) -> tuple[ToolCall, ...]:
+    """`ToolCall`s, or the same calls written as the OpenAI shape
+    (`{"id", "type", "function": {"name", "arguments"}}`) or flat (`{"id", "name",
+    "arguments"}`); arguments given as an object are written as JSON."""
+    out: list[ToolCall] = []
+    for index, call in enumerate(calls):
+        if isinstance(call, ToolCall):
+            out.append(call)
+            continue
+        if not isinstance(call, Mapping):
+            raise TypeError(f"tool_calls[{index}]: expected a ToolCall or a mapping")
+        function = call.get("function")
+        fields = function if isinstance(function, Mapping) else call
+        arguments = fields.get("arguments", "{}")
+        out.append(
+            ToolCall(
+                str(call.get("id", f"call_{index}")),
+                str(fields["name"]),
+                arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +97,7 @@ class Reply:
     """
 
     text: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     #: OpenAI spelling (`stop`, `length`, `content_filter`); Gemini gets `STOP`, `MAX_TOKENS`, ...
@@ -85,7 +107,7 @@ class Reply:
 
     def __post_init__(self) -> None:
         # A list is the natural thing to pass; keep the reply hashable and immutable.
-        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        object.__setattr__(self, "tool_calls", _as_calls(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,7 +123,7 @@ class Stream:
     #: sent after the text, as the wire streams them: OpenAI in fragments (id and name
     #: first, then the arguments `fragment` characters at a time; 0 sends each call whole
     #: in one delta, as Groq does), Gemini one whole call per event
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] = ()
     fragment: int = 8
     delay: float = 0.0
     fail_after: int | None = None
@@ -111,6 +133,9 @@ class Stream:
     completion_tokens: int | None = None
     #: seconds before the response headers
     latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", _as_calls(self.tool_calls))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,12 +235,14 @@ class RecordedRequest:
         """The conversation as OpenAI-shaped messages, whichever wire carried it (a Gemini
         body read back: `functionCall` parts as `tool_calls`, `functionResponse` parts as
         `tool` messages, `inlineData` as a data-URL image part)."""
-        return messages_of(self.wire, self.body)
+        wire = fake_wire(self.wire)
+        return wire.messages(self.body) if wire is not None else []
 
     @property
     def tools(self) -> list[str]:
         """The names of the functions the request declared."""
-        return tool_names_of(self.wire, self.body)
+        wire = fake_wire(self.wire)
+        return wire.tools(self.body) if wire is not None else []
 
     @property
     def last_message(self) -> dict[str, Any]:
@@ -261,16 +288,34 @@ class FakeScript:
         #: every request received, oldest first
         self.requests: list[RecordedRequest] = []
 
-    def script(self, model: str | None, *behaviours: Behaviour, key: str | None = None) -> None:
+    def script(
+        self, model: str | Predicate | None, *behaviours: Behaviour, key: str | None = None
+    ) -> None:
         """Queue `behaviours` for the wire model name `model` (None: any model), optionally
-        only for requests made with API key `key`."""
+        only for requests made with API key `key`. Given a predicate instead of a model
+        name, the behaviours answer the next requests it accepts, one each, in order (see
+        `when`)."""
         for behaviour in behaviours:
             _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            for behaviour in behaviours:
+                self._rules.append(_Rule(model, behaviour, 1))
+            return
         self._queues.setdefault((model, key), deque()).extend(behaviours)
 
-    def set_default(self, model: str | None, behaviour: Behaviour, key: str | None = None) -> None:
-        """Answer with `behaviour` whenever the queues for `model` (None: any model) are empty."""
+    def set_default(
+        self, model: str | Predicate | None, behaviour: Behaviour, key: str | None = None
+    ) -> None:
+        """Answer with `behaviour` whenever the queues for `model` (None: any model) are
+        empty; given a predicate, every request it accepts (as `when`)."""
         _check_behaviour(behaviour)
+        if callable(model):
+            if key is not None:
+                raise TypeError("key: a predicate can look at request.key itself")
+            self._rules.append(_Rule(model, behaviour, None))
+            return
         self._defaults[(model, key)] = behaviour
 
     def when(self, predicate: Predicate, behaviour: Behaviour, *, times: int | None = None) -> None:
@@ -310,8 +355,10 @@ class FakeScript:
         return Reply(text=f"fake answer from {model}")
 
     def pending(self) -> int:
-        """How many queued behaviours no request has taken yet."""
-        return sum(len(queue) for queue in self._queues.values())
+        """How many queued behaviours no request has taken yet (answers given to a
+        predicate with a count included)."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        return queued + sum(rule.times or 0 for rule in self._rules)
 
     def handle(
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
@@ -322,28 +369,24 @@ class FakeScript:
         `:streamGenerateContent` the Gemini wire; anything else is a 404.
         """
         # deferred: `_wire` imports the behaviours from this module
-        from llmroute.testing._wire import _error, render
+        from llmroute.testing._wire import _error
 
         path = unquote(path)
         lowered = {name.lower(): value for name, value in headers.items()}
-        gemini = _GEMINI_PATH.match(path)
-        wire: Wire
-        if path.endswith(_OPENAI_SUFFIX):
-            wire = "openai"
-        elif gemini is not None:
-            wire = "gemini"
-        else:
-            return _error(404, "openai", f"Unknown request URL: {method} {path}", "not_found")
-        if method.upper() != "POST":
-            return _error(405, wire, f"Method {method} not allowed on {path}", "method_not_allowed")
         parsed = _parse_json(body)
-        facts = _facts(wire, lowered, parsed, gemini, query)
+        matched = match_wire(path, query, lowered, parsed)
+        if matched is None:
+            return _error(404, "openai", f"Unknown request URL: {method} {path}", "not_found")
+        wire, facts = matched
+        if method.upper() != "POST":
+            message = f"Method {method} not allowed on {path}"
+            return _error(405, wire.name, message, "method_not_allowed")
         key, model, stream = facts.key, facts.model, facts.stream
         self._answered += 1
         recorded: RecordedRequest | None = None
         if self._record or self._rules:
             recorded = RecordedRequest(
-                wire=wire,
+                wire=wire.name,
                 model=model if isinstance(model, str) else "",
                 key=key,
                 stream=stream,
@@ -354,17 +397,20 @@ class FakeScript:
             )
             if self._record:
                 self.requests.append(recorded)
-        refusal = _refusal(wire, parsed, model)
-        if refusal is not None:
-            return refusal
-        assert isinstance(parsed, dict) and isinstance(model, str)
+        if not isinstance(parsed, dict):
+            return _error(400, wire.name, "The request body is not a JSON object.", "invalid_json")
+        if not isinstance(model, str) or not model:
+            return _error(400, wire.name, "The request names no model.", "model_missing")
+        problem = wire.problem(parsed)
+        if problem is not None:
+            return _error(400, wire.name, problem, "invalid_request")
         behaviour = self._by_rule(recorded) if self._rules and recorded is not None else None
-        return render(
+        return wire.render(
             behaviour or self.next_behaviour(model, key),
-            wire=wire,
+            wire=wire.name,
             model=model,
             stream=stream,
-            prompt_text=_prompt_text(wire, parsed),
+            prompt_text=wire.prompt_text(parsed),
             include_usage=facts.include_usage,
             sse=facts.sse,
             response_id=f"fake{self._answered:06d}",
@@ -372,54 +418,6 @@ class FakeScript:
 
     def __repr__(self) -> str:
         return f"FakeScript(pending={self.pending()}, requests={len(self.requests)})"
-
-
-def _refusal(wire: Wire, parsed: object, model: object) -> Rendered | None:
-    """The 400 the real provider would give this body, if any."""
-    from llmroute.testing._wire import _error
-
-    if not isinstance(parsed, dict):
-        return _error(400, wire, "The request body is not a JSON object.", "invalid_json")
-    if not isinstance(model, str) or not model:
-        return _error(400, wire, "The request names no model.", "model_missing")
-    problem = wire_problem(wire, parsed)
-    return None if problem is None else _error(400, wire, problem, "invalid_request")
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    key: str | None
-    model: object
-    stream: bool
-    include_usage: bool = False
-    sse: bool = True
-
-
-def _facts(
-    wire: Wire,
-    headers: Mapping[str, str],
-    parsed: object,
-    gemini: re.Match[str] | None,
-    query: str,
-) -> _Facts:
-    """Key, model and streaming options, read where each wire puts them."""
-    if wire == "openai":
-        auth = headers.get("authorization", "")
-        fields = parsed if isinstance(parsed, dict) else {}
-        options = fields.get("stream_options")
-        return _Facts(
-            key=auth[7:].strip() if auth[:7].lower() == "bearer " else None,
-            model=fields.get("model"),
-            stream=fields.get("stream") is True,
-            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        )
-    assert gemini is not None
-    return _Facts(
-        key=headers.get("x-goog-api-key"),
-        model=gemini["model"],
-        stream=gemini["action"] == "streamGenerateContent",
-        sse="sse" in parse_qs(query).get("alt", []),
-    )
 
 
 def _check_behaviour(behaviour: object) -> None:
@@ -442,30 +440,7 @@ def _parse_json(body: bytes) -> object:
         return None
 
 
-def _prompt_text(wire: Wire, body: dict[str, object]) -> str:
-    texts: list[str] = []
-    if wire == "openai":
-        messages = body.get("messages")
-        for message in messages if isinstance(messages, list) else []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts += _part_texts(content)
-        return "\n".join(texts)
-    system = body.get("systemInstruction")
-    if isinstance(system, dict) and isinstance(system.get("parts"), list):
-        texts += _part_texts(system["parts"])
-    contents = body.get("contents")
-    for content in contents if isinstance(contents, list) else []:
-        if isinstance(content, dict) and isinstance(content.get("parts"), list):
-            texts += _part_texts(content["parts"])
-    return "\n".join(texts)
-
-
-def _part_texts(parts: list[object]) -> list[str]:
-    return [
-        part["text"]
-        for part in parts
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    ]
+def _prompt_text(wire: Wire, body: dict[str, Any]) -> str:
+    """The prompt's text of a body on `wire` (for the token counts the fakes report)."""
+    spec = fake_wire(wire)
+    return spec.prompt_text(body) if spec is not None else ""

@@ -27,6 +27,7 @@ from types import TracebackType
 from llmroute.testing._quota import QuotaEnforcer
 from llmroute.testing._script import FakeScript
 from llmroute.testing._wire import Rendered
+from llmroute.testing._wires import fake_wire
 
 __all__ = ["FakeProviderServer", "main", "serve_in_thread"]
 
@@ -108,6 +109,13 @@ class FakeProviderServer:
     def gemini_base_url(self) -> str:
         """The base URL for the Gemini provider: `{base_url}/v1beta`."""
         return f"{self.base_url}/v1beta"
+
+    def url_for(self, wire: str) -> str:
+        """The base URL for providers of a registered fake wire (`openai`, `gemini`, ...)."""
+        spec = fake_wire(wire)
+        if spec is None:
+            raise ValueError(f"no fake wire {wire!r} is registered")
+        return self.base_url + spec.base_path
 
     @property
     def open_connections(self) -> int:

@@ -11,7 +11,7 @@ or reads a clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmroute.testing._script import (
@@ -27,6 +27,13 @@ from llmroute.testing._script import (
     Timeout,
     Wire,
     estimate_tokens,
+)
+from llmroute.testing._wire_tools import (
+    call_fragments,
+    calls_text,
+    finish_with,
+    gemini_call_part,
+    openai_calls,
 )
 from llmroute.trace import ToolCall
 
@@ -94,15 +101,15 @@ def render(
     """
     match behaviour:
         case Reply():
-            calls = behaviour.tool_calls
+            calls = _calls(behaviour.tool_calls)
             text = behaviour.text if behaviour.text is not None else ("" if calls else "ok")
             gen = _Generation(
                 chunks=(text,),
                 prompt_tokens=_or(behaviour.prompt_tokens, estimate_tokens(prompt_text)),
                 completion_tokens=_or(
-                    behaviour.completion_tokens, estimate_tokens(text + _calls_text(calls))
+                    behaviour.completion_tokens, estimate_tokens(text + calls_text(calls))
                 ),
-                finish_reason=_finish_with(behaviour.finish_reason, calls),
+                finish_reason=finish_with(behaviour.finish_reason, calls),
                 usage=behaviour.usage,
                 delay=0.0,
                 fail_after=None,
@@ -111,19 +118,20 @@ def render(
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
         case Stream():
+            calls = _calls(behaviour.tool_calls)
             gen = _Generation(
                 chunks=tuple(behaviour.chunks),
                 prompt_tokens=_or(behaviour.prompt_tokens, estimate_tokens(prompt_text)),
                 completion_tokens=_or(
                     behaviour.completion_tokens,
-                    estimate_tokens("".join(behaviour.chunks) + _calls_text(behaviour.tool_calls)),
+                    estimate_tokens("".join(behaviour.chunks) + calls_text(calls)),
                 ),
-                finish_reason=_finish_with(behaviour.finish_reason, behaviour.tool_calls),
+                finish_reason=finish_with(behaviour.finish_reason, calls),
                 usage=behaviour.usage,
                 delay=behaviour.delay,
                 fail_after=behaviour.fail_after,
                 latency=behaviour.latency,
-                tool_calls=tuple(behaviour.tool_calls),
+                tool_calls=calls,
                 fragment=behaviour.fragment,
             )
             return _render_generation(gen, wire, model, stream, include_usage, sse, response_id)
@@ -157,62 +165,13 @@ def render(
     raise TypeError(f"not a fake-provider behaviour: {behaviour!r}")
 
 
+def _calls(calls: Sequence[object]) -> tuple[ToolCall, ...]:
+    # Reply and Stream hold ToolCalls only once built (their __post_init__ converts).
+    return tuple(call for call in calls if isinstance(call, ToolCall))
+
+
 def _or(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
-
-
-def _calls_text(calls: tuple[ToolCall, ...]) -> str:
-    return "".join(call.name + call.arguments for call in calls)
-
-
-def _finish_with(finish: str | None, calls: tuple[ToolCall, ...]) -> str | None:
-    return "tool_calls" if calls and finish == "stop" else finish
-
-
-def _openai_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, object]]:
-    return [
-        {
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-        }
-        for call in calls
-    ]
-
-
-def _call_fragments(calls: tuple[ToolCall, ...], size: int) -> list[list[dict[str, object]]]:
-    """Each call as OpenAI streams it: a head with id, type, name and empty arguments, then
-    the arguments `size` characters at a time (size 0: the whole call in one delta)."""
-    deltas: list[list[dict[str, object]]] = []
-    for index, call in enumerate(calls):
-        if size <= 0:
-            whole = _openai_calls((call,))[0]
-            deltas.append([{"index": index, **whole}])
-            continue
-        head = {
-            "index": index,
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        deltas.append([head])
-        arguments = call.arguments
-        for start in range(0, len(arguments), size):
-            piece = arguments[start : start + size]
-            deltas.append([{"index": index, "function": {"arguments": piece}}])
-    return deltas
-
-
-def _gemini_call_part(call: ToolCall) -> dict[str, object]:
-    function_call: dict[str, object] = {}
-    if call.id:
-        function_call["id"] = call.id
-    function_call["name"] = call.name
-    function_call["args"] = json.loads(call.arguments) if call.arguments.strip() else {}
-    part: dict[str, object] = {"functionCall": function_call}
-    if call.thought_signature is not None:
-        part["thoughtSignature"] = call.thought_signature
-    return part
 
 
 def _dumps(value: object) -> bytes:
@@ -313,7 +272,7 @@ def _openai_message(gen: _Generation) -> dict[str, object]:
     return {
         "role": "assistant",
         "content": text or None,
-        "tool_calls": _openai_calls(gen.tool_calls),
+        "tool_calls": openai_calls(gen.tool_calls),
     }
 
 
@@ -343,7 +302,7 @@ def _openai_events(
         events.append((gen.delay if index else 0.0, chunk({"content": text}, None)))
     if gen.fail_after is not None:
         return events
-    for fragments in _call_fragments(gen.tool_calls, gen.fragment):
+    for fragments in call_fragments(gen.tool_calls, gen.fragment):
         events.append((gen.delay, chunk({"tool_calls": fragments}, None)))
     x_groq: dict[str, object] = {"id": request_id}
     if gen.usage:
@@ -380,7 +339,7 @@ def _gemini_candidate(
     text: str, finish: str | None, calls: tuple[ToolCall, ...] = ()
 ) -> dict[str, object]:
     parts: list[dict[str, object]] = [{"text": text}] if text or not calls else []
-    parts += [_gemini_call_part(call) for call in calls]
+    parts += [gemini_call_part(call) for call in calls]
     candidate: dict[str, object] = {"content": {"role": "model", "parts": parts}}
     if finish is not None:
         candidate["finishReason"] = _gemini_finish(finish)

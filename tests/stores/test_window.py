@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmroute.limiter._window import DAY, MINUTE, Entry, SlidingWindow
+from llmroute.stores._window import DAY, MINUTE, Entry, SlidingWindow
 
 
 def admit(window: SlidingWindow, cost: int, now: float) -> Entry:
@@ -134,8 +134,9 @@ def test_no_trailing_window_ever_exceeds_its_limit(
                 assert isinstance(probe.try_admit(tokens, now + got + 1e-6), Entry)
     # Check every trailing window that ends at an admission time.
     for end, _ in admitted:
-        minute = [(t, c) for t, c in admitted if end - MINUTE < t <= end]
-        day = [(t, c) for t, c in admitted if end - DAY < t <= end]
+        # t counts until t + 60 (resp. t + 24 h), exclusive, computed as such.
+        minute = [(t, c) for t, c in admitted if t <= end < t + MINUTE]
+        day = [(t, c) for t, c in admitted if t <= end < t + DAY]
         if rpm is not None:
             assert len(minute) <= rpm
         if tpm is not None:
