@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._admission import closed_name
+from llmroute._registry import provider_kind
 from llmroute.limiter.learn import (
     RateLimitInfo,
     RawHeaders,
@@ -49,12 +50,9 @@ __all__ = ["Learner", "Probe", "learnt_lines", "report_of"]
 
 logger = logging.getLogger("llmroute")
 
-#: provider types whose answers carry rate-limit headers (Gemini reports only in its 429s)
-_REPORTS_IN_HEADERS: Final = frozenset({"openai_compatible"})
 _KINDS: Final[tuple[LimitKind, ...]] = ("rpm", "tpm", "rpd", "tpd")
 #: the cooldown names of closed buckets
 CLOSED_PREFIX: Final = closed_name("")
-_MINUTE: Final = 60.0
 
 Options = tuple[tuple[Bucket, ...], ...]
 
@@ -80,6 +78,13 @@ def learnt_lines(snapshot: Mapping[str, Any]) -> list[str]:
             bucket = name[len(CLOSED_PREFIX) :]
             lines.append(f"    closed      {bucket}: spent, {left:.0f}s to its reset")
     return lines
+
+
+def _reports_limits(cand: Candidate) -> bool:
+    """Whether every answer of `cand`'s provider type carries rate-limit headers (Gemini
+    reports only in its 429s)."""
+    kind = provider_kind(cand.provider_config.type)
+    return kind is not None and kind.reports_limits
 
 
 class Probe:
@@ -198,7 +203,7 @@ class Learner:
             except BaseException:
                 self.release(probe)
                 raise
-            if loaded or cand.provider_config.type not in _REPORTS_IN_HEADERS:
+            if loaded or not _reports_limits(cand):
                 # Known from the store, or a provider whose answers teach nothing until a 429.
                 self._known.add(model)
                 self.release(probe)
@@ -307,15 +312,12 @@ class Learner:
                 state.limits[kind] = value
                 changed = True
                 await self._store.learn_limit(name, kind, value)
-        untracked = False
         if changed:
             logger.debug("%s: the provider reports limits %s", name, state.limits)
-            untracked = self._apply(cand, slot, name, per_key)
+            self._apply(cand, slot, name, per_key)
+        # The provider's own hint, as the key's cooldown takes it: a bucket made only now
+        # has not counted what was sent before, but a longer wait would override the hint.
         spent = spent_for(info)
-        if spent is not None and untracked:
-            # The bucket is new here: the requests already in the provider's window were
-            # never charged to it, so only a whole window from now is known to be clear.
-            spent = max(spent, _MINUTE)
         if spent is not None and spent > 0.0:
             logger.debug("%s: the provider reports a window spent for %.3fs", name, spent)
             self._closed_until[name] = max(self._closed_until.get(name, 0.0), self._wall() + spent)
