@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -337,6 +338,39 @@ async def test_unknown_keywords_and_reserved_extra_body_fields(clock: FakeClock)
         c = await r.complete("p/a", "hi", extra_body={"seed": 7})
     assert c.model == "p/a"
     assert upstream.models == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"timeout": math.inf}, ValueError),
+        ({"timeout": math.nan}, ValueError),
+        ({"timeout": -1}, ValueError),
+        ({"timeout": 0}, ValueError),
+        ({"timeout": "3"}, TypeError),
+        ({"deadline": math.inf}, ValueError),
+        ({"deadline": 0}, ValueError),
+        ({"deadline": True}, TypeError),
+        ({"max_tokens": 0}, ValueError),
+        ({"max_tokens": 1.5}, TypeError),
+        ({"temperature": math.nan}, ValueError),
+        ({"top_p": -0.1}, ValueError),
+    ],
+)
+async def test_bad_budgets_and_sampling_options_raise_before_anything_is_sent(
+    clock: FakeClock, options: dict[str, Any], error: type[Exception]
+) -> None:
+    upstream = Upstream()
+    async with router(upstream, clock) as r:
+        name = next(iter(options))
+        with pytest.raises(error, match=name):
+            await r.complete("p/a", "hi", **options)
+        with pytest.raises(error, match=name):
+            await r.explain("p/a", "hi", **options)
+        with pytest.raises(error, match=name):
+            async for _ in r.stream("p/a", "hi", **options):
+                pass
+    assert upstream.models == [] and r.usage() == {}
 
 
 # -- lifecycle -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from llmroute import Router
-from llmroute.errors import StoreError
+from llmroute.errors import ProviderError, StoreError
 from llmroute.stores import MemoryStore
 from llmroute.stores.sqlite_store import SQLiteStore
 from llmroute.testing import FakeClock, FakeScript, FakeTransport, InvalidKey, Reply
@@ -212,3 +212,29 @@ async def test_explain_reads_a_shared_index_without_moving_it(tmp_path: Path) ->
         await second.aclose()
         await store.aclose()
     assert [KEYS.index(r.key or "") for r in script.requests] == [0, 1]
+
+
+async def test_a_single_key_refused_in_an_earlier_run_is_unavailable_at_once(
+    tmp_path: Path,
+) -> None:
+    from llmroute.errors import ProviderUnavailableError
+
+    clock = FakeClock()
+    script = FakeScript()
+    script.set_default("gemini-2.5-flash", InvalidKey())
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(path)
+    try:
+        async with gemini_router(script, clock, store, tmp_path, keys=KEYS[:1]) as r:
+            with pytest.raises(ProviderError):
+                await r.complete("g/flash", "hi")
+    finally:
+        await store.aclose()
+    store = SQLiteStore(path)  # the next run
+    try:
+        async with gemini_router(script, clock, store, tmp_path, keys=KEYS[:1]) as r:
+            with pytest.raises(ProviderUnavailableError, match="refused"):
+                await r.complete("g/flash", "hi")
+    finally:
+        await store.aclose()
+    assert len(script.requests) == 1

@@ -16,6 +16,7 @@ import inspect
 import itertools
 import json
 import logging
+import re
 import socket
 import struct
 import subprocess
@@ -34,9 +35,11 @@ from hypothesis import strategies as st
 
 from llmroute import Router
 from llmroute._transport import _EXCEPTIONS, AiohttpClient, AiohttpResponse, _mapped
+from llmroute.errors import ProviderError
 from llmroute.providers._http import HttpClient, HttpResponse, iter_sse_data, transport_failure
 from llmroute.testing import (
     FakeProviderServer,
+    FaultServer,
     Garbage,
     Reply,
     Status,
@@ -850,6 +853,17 @@ def test_two_loops_at_once_each_get_their_own_session(caplog: pytest.LogCaptureF
     assert server.connections_total == 2
 
 
+async def test_a_session_closed_twice_at_once_closes_once(server: FakeProviderServer) -> None:
+    # its loop's aclose and another thread's hand-over can meet
+    client = AiohttpClient()
+    response = await client.post(chat_url(server), content=chat_body(), headers=JSON)
+    assert response.status_code == 200
+    entry = client._sessions[asyncio.get_running_loop()]
+    await asyncio.gather(entry.close(), entry.close(), client.aclose())
+    assert entry.session.closed
+    await until(lambda: server.open_connections == 0)
+
+
 async def test_a_cancelled_post_closes_its_connection_and_leaves_no_task(
     server: FakeProviderServer, client: AiohttpClient
 ) -> None:
@@ -1058,3 +1072,48 @@ async def test_router_falls_back_after_a_refused_connection(
             ("oai/a", "transport_error"),
             ("gem/flash", "ok"),
         ]
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("refused", "connection refused by 127.0.0.1:"),
+        ("reset", "connection reset by 127.0.0.1:"),
+        ("bad_status_line", "malformed answer from 127.0.0.1:"),
+        ("truncated_body", "cut off before its end"),
+        ("hang", "no answer within 0.3s"),
+    ],
+)
+@pytest.mark.parametrize("wire", ["openai", "gemini"])
+async def test_the_router_reports_transport_failures_in_words(
+    fault: str, words: str, wire: str, tmp_path: Path
+) -> None:
+    async with FaultServer() as faults:
+        base = faults.base_url(fault, "openai" if wire == "openai" else "gemini")
+        kind = "openai_compatible" if wire == "openai" else "google_ai_studio"
+        config = {
+            "providers": {
+                "p": {
+                    "type": kind,
+                    "base_url": base,
+                    "api_key": "sk-words-0123456789abcdef",
+                    "retries": 0,
+                    "timeout": 0.3,
+                }
+            },
+            "models": {"p/m": {"provider": "p", "model": "m"}},
+        }
+        async with default_router(config, tmp_path) as router:
+            for call in ("complete", "stream"):
+                with pytest.raises(ProviderError) as caught:
+                    if call == "complete":
+                        await router.complete("p/m", "hi")
+                    else:
+                        async for _ in router.stream("p/m", "hi"):
+                            pass  # pragma: no cover
+                message = caught.value.attempts[-1].error or ""
+                assert words in message, message
+                text = str(caught.value)
+                for internal in ("ssl:default", "Errno", "0123456789abcdef", "aiohttp"):
+                    assert internal not in text, text
+                assert not re.search(r"(?<![\d:])400(?!\d)", text), text

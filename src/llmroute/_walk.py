@@ -17,11 +17,12 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from llmroute._admission import Admission, Refusal, Reservation
+from llmroute._admission import Admission, Reservation
 from llmroute._candidate import Candidate
 from llmroute._learning import Learner, Probe
+from llmroute._pick import Picker
 from llmroute._recorder import Call, Recorder
 from llmroute._request import for_attempt
 from llmroute._retry import (
@@ -40,14 +41,13 @@ from llmroute.clock import Clock
 from llmroute.errors import PaidModelBlockedError, ProviderUnavailableError, StoreError
 from llmroute.fallback import COOLING, Failed, exhausted_error
 from llmroute.providers.base import AttemptFailed, Provider, ProviderRequest
-from llmroute.stores.base import Bucket, StateStore
+from llmroute.stores.base import StateStore
 from llmroute.trace import Usage
 
 __all__ = ["Screened", "Served", "Walk"]
 
 _T = TypeVar("_T")
 Send = Callable[[Provider, ProviderRequest, "str | None"], Awaitable[_T]]
-_ONE_SLOT: Final = [0]
 
 
 @dataclass(slots=True)
@@ -97,9 +97,19 @@ class Walk:
         self.observe: Callable[[Candidate, int, object, Probe | None], Awaitable[None] | None] = (
             learner.observe if learner is not None else _nothing_to_learn
         )
-        self._cooldowns_nowait: Callable[[Sequence[str], float], list[float]] | None = getattr(
-            store, "cooldowns_nowait", None
+        #: key slot and room for each attempt
+        self.picker = Picker(
+            store=store,
+            admission=admission,
+            recorder=recorder,
+            mono=mono,
+            store_now=store_now,
+            learner=learner,
         )
+        # What explain and key_status read, the way the walk reads it.
+        self.cooldowns = self.picker.cooldowns
+        self.options = self.picker.options
+        self.wait_reason = self.picker.wait_reason
 
     # -- screening (shared with explain) -----------------------------------------------------
 
@@ -124,12 +134,6 @@ class Walk:
             )
         return None
 
-    async def cooldowns(self, cand: Candidate, slots: Sequence[int]) -> list[float]:
-        names = [cand.cooldown_names[s] for s in slots]
-        if self._cooldowns_nowait is not None:
-            return self._cooldowns_nowait(names, self.store_now())
-        return await self.store.cooldowns(names, self.store_now())
-
     # -- the chain ---------------------------------------------------------------------------
 
     async def run(
@@ -152,6 +156,8 @@ class Walk:
         try:
             while True:
                 for cand in chain:
+                    if cand.pool is not None and not cand.pool.loaded:
+                        await cand.pool.load()  # a shared store's disabled keys, once
                     skipped = self.screen(cand, needs, tokens)
                     if skipped is not None:
                         self._skip(call, cand, skipped, single, passes)
@@ -244,22 +250,6 @@ class Walk:
         recorder.log_request(call, cand.id, usage)
         return usage, cost, pending
 
-    def wait_reason(self, cand: Candidate, slot: int | None, waited: float) -> str | None:
-        """Why a trace row's `waited_s` was waited (None when nothing was)."""
-        if not waited:
-            return None
-        if self.learner is not None:
-            return self.learner.wait_reason(cand, slot, waited)
-        return "the configured limit"
-
-    def options(self, cand: Candidate) -> tuple[Sequence[Sequence[Bucket]], bool]:
-        """The bucket options `cand` is admitted against, and whether they are per key:
-        the configured ones, or those learnt from the provider."""
-        learner = self.learner
-        if learner is None:
-            return cand.bucket_options, cand.per_key
-        return learner.options(cand)
-
     # -- one candidate -----------------------------------------------------------------------
 
     def serve(
@@ -313,9 +303,9 @@ class Walk:
             now = self.mono()
             if call.spent(now):
                 return last or Failed("timeout", None, call.budget_text())
-            picked = self._pick_now(cand, tokens)
+            picked = self.picker.pick_now(cand, tokens)
             if picked is None:
-                slow = await self._pick(cand, call, tokens, now)
+                slow = await self.picker.pick(cand, call, tokens, now)
                 if not isinstance(slow, tuple):
                     return slow or last or Failed("client_error", None, "every key was refused")
                 picked = slow
@@ -452,130 +442,6 @@ class Walk:
             failed.retry_after = seconds
             failed.max_wait = cand.max_wait if cand.on_limit == "sleep" else 0.0
         return failed
-
-    def _pick_now(
-        self, cand: Candidate, tokens: int
-    ) -> tuple[int, Reservation | None, float] | None:
-        """`_pick` without a coroutine, for a store that answers at once and a key free and
-        room now; None: ask `_pick`."""
-        cooldowns = self._cooldowns_nowait
-        pool = cand.pool
-        if cooldowns is None:
-            return None
-        if pool is None or not pool.multi:
-            return self._pick_only_slot(cand, tokens, cooldowns)
-        if self.store.shared:
-            return None
-        slots = pool.order_now()
-        names = cand.cooldown_names
-        left = cooldowns([names[s] for s in slots], self.store_now())
-        free = [s for s, seconds in zip(slots, left, strict=True) if seconds <= 0.0]
-        if not free:
-            return None
-        all_options, per_key = self.options(cand)
-        if not all_options:
-            return free[0], None, 0.0
-        options = [all_options[s] for s in free] if per_key else all_options
-        got = self.admission.try_now(options, tokens, cand.id)
-        if not isinstance(got, Reservation):
-            return None
-        return (free[got.option] if per_key else free[0]), got, 0.0
-
-    def _pick_only_slot(
-        self,
-        cand: Candidate,
-        tokens: int,
-        cooldowns: Callable[[Sequence[str], float], list[float]],
-    ) -> tuple[int, Reservation | None, float] | None:
-        # A provider with one key (or none): nothing to choose, only cooldown and room.
-        if cand.pool is not None and not cand.pool.usable:
-            return None
-        if cooldowns(cand.cooldown_names, self.store_now())[0] > 0.0:
-            return None
-        options, _ = self.options(cand)
-        if not options:
-            return 0, None, 0.0
-        got = self.admission.try_now(options, tokens, cand.id)
-        return (0, got, 0.0) if isinstance(got, Reservation) else None
-
-    async def _pick(
-        self, cand: Candidate, call: Call, tokens: int, now: float
-    ) -> tuple[int, Reservation | None, float] | Failed | None:
-        """The key slot and the admitted charge, or how the candidate ends (a row is written),
-        or None when no key is left at all."""
-        pool = cand.pool
-        if pool is None:
-            slots = _ONE_SLOT
-        elif pool.multi and self.store.shared:
-            slots = await pool.order()
-        else:
-            slots = pool.order_now()
-        if not slots:
-            return None
-        left = await self.cooldowns(cand, slots)
-        free = [s for s, seconds in zip(slots, left, strict=True) if seconds <= 0.0]
-        if not free:
-            soonest = min(left)
-            message = (
-                f"all {len(slots)} usable keys are cooling down; the first frees in {soonest:.1f}s"
-            )
-            self.recorder.row(call, cand, None, "keys_exhausted", started=now, error=message)
-            return Failed(
-                "keys_exhausted",
-                None,
-                message,
-                retry_after=soonest,
-                max_wait=cand.max_wait if cand.on_limit == "sleep" else 0.0,
-            )
-        options, per_key = self.options(cand)
-        if not options:
-            return free[0], None, 0.0
-        got = await self._admit(cand, call, free, tokens, options, per_key)
-        if isinstance(got, Refusal):
-            waited = self.mono() - now
-            message = "local limit reached" + (
-                ", the request can never fit"
-                if got.wait == math.inf
-                else f"; room in {got.wait:.1f}s"
-            )
-            self.recorder.row(
-                call,
-                cand,
-                None,
-                "rate_limited_local",
-                started=now,
-                error=message,
-                waited=waited,
-                wait_reason=self.wait_reason(cand, None, waited),
-            )
-            return Failed("rate_limited_local", None, message, retry_after=got.wait)
-        slot = free[got.option] if per_key else free[0]
-        return slot, got, got.waited
-
-    async def _admit(
-        self,
-        cand: Candidate,
-        call: Call,
-        free: list[int],
-        tokens: int,
-        all_options: Sequence[Sequence[Bucket]],
-        per_key: bool,
-    ) -> Reservation | Refusal:
-        options = [all_options[s] for s in free] if per_key else all_options
-        admission = self.admission
-        got = admission.try_now(options, tokens, cand.id)
-        if isinstance(got, Reservation):
-            return got
-        sleeps = cand.on_limit == "sleep"
-        if got is not None and (not sleeps or got == math.inf or got > cand.max_wait):
-            return Refusal(got)
-        return await admission.reserve(
-            options,
-            tokens,
-            queue=cand.id,
-            max_wait=cand.max_wait if sleeps else 0.0,
-            until=call.deadline_at,
-        )
 
 
 def _nothing_to_learn(

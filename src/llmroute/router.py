@@ -26,7 +26,7 @@ from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain, key_status
 from llmroute._learning import Learner
 from llmroute._lifecycle import LoopGuard
-from llmroute._prepare import prepare
+from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
 from llmroute._redact import Redactor
 from llmroute._streaming import Opened, open_stream, relay
@@ -43,7 +43,7 @@ from llmroute.config import (
 )
 from llmroute.errors import UnknownTargetError
 from llmroute.gate import use_paid_models_from
-from llmroute.keys.rotation import KeyPool
+from llmroute.keys.rotation import KeyPool, key_pool
 from llmroute.providers import build_provider
 from llmroute.providers.base import Message, Provider, ProviderRequest, ProviderResponse
 from llmroute.stores import StateStore
@@ -182,29 +182,14 @@ class Router:
         return sorted(found)
 
     def _build_providers(self) -> None:
-        """Build adapters and key pools."""
+        """Build adapters and key pools (each pool's index mirrored in its `.keyidx`)."""
         for pconf in self.config.models.providers.values():
             self._providers[pconf.name] = self._new_provider(pconf.name)
-            if not pconf.keys:
-                continue
-            start = 0
-            on_move: Callable[[int], None] | None = None
-            if len(pconf.keys) > 1:
-                from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
-
-                file = KeyIndexFile(self._cache_dir, pconf.name)
-                start = file.load(len(pconf.keys))
-                persister = KeyIndexPersister(file)
-                self._persisters.append(persister)
-                on_move = persister.mark
-            self._pools[pconf.name] = KeyPool(
-                pconf.name,
-                [s.reveal() for s in pconf.keys],
-                self._store,
-                strategy=pconf.rotation,
-                start=start,
-                on_move=on_move,
-            )
+            if pconf.keys:
+                pool, persister = key_pool(pconf, self._store, self._cache_dir)
+                self._pools[pconf.name] = pool
+                if persister is not None:
+                    self._persisters.append(persister)
 
     def _new_provider(self, name: str) -> Provider:
         pconf = self.config.models.providers[name]
@@ -354,6 +339,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             call = self._new_call(target, deadline)
@@ -447,6 +434,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             call = self._new_call(target, deadline)
@@ -489,6 +478,8 @@ class Router:
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
             response_format, extra_body,
         )  # fmt: skip
+        if timeout is not None or deadline is not None:
+            check_budget(timeout, deadline)
         self._guard.enter()
         try:
             return await explain_chain(self._walk, target, chain, needs, tokens)

@@ -16,14 +16,45 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmroute.stores.base import StateStore
 
-__all__ = ["KeyPool", "fingerprint"]
+if TYPE_CHECKING:
+    from llmroute.config import ProviderConfig
+    from llmroute.keys.persist import KeyIndexPersister
+
+__all__ = ["KeyPool", "fingerprint", "key_pool"]
 
 logger = logging.getLogger("llmroute.keys.rotation")
+
+
+def key_pool(
+    config: ProviderConfig, store: StateStore, cache_dir: str | os.PathLike[str]
+) -> tuple[KeyPool, KeyIndexPersister | None]:
+    """The pool of a provider with keys; with more than one key, its index starts where
+    `{cache_dir}/{provider}.keyidx` says and is written back behind every request."""
+    start = 0
+    persister = None
+    on_move: Callable[[int], None] | None = None
+    if len(config.keys) > 1:
+        from llmroute.keys.persist import KeyIndexFile, KeyIndexPersister
+
+        file = KeyIndexFile(cache_dir, config.name)
+        start = file.load(len(config.keys))
+        persister = KeyIndexPersister(file)
+        on_move = persister.mark
+    pool = KeyPool(
+        config.name,
+        [s.reveal() for s in config.keys],
+        store,
+        strategy=config.rotation,
+        start=start,
+        on_move=on_move,
+    )
+    return pool, persister
 
 
 def fingerprint(secret: str) -> str:
@@ -41,11 +72,11 @@ class KeyPool:
     __slots__ = (
         "_disabled",
         "_index",
-        "_loaded",
         "_on_move",
         "_set_index_nowait",
         "fingerprints",
         "labels",
+        "loaded",
         "provider",
         "secrets",
         "store",
@@ -79,8 +110,9 @@ class KeyPool:
         self._set_index_nowait: Callable[[str, int], None] | None = getattr(
             store, "set_index_nowait", None
         )
-        # A store of this process only starts empty: nothing to read back.
-        self._loaded = not store.shared
+        #: True once what the store holds about these keys has been read (a store of this
+        #: process only starts empty: nothing to read back)
+        self.loaded = not store.shared
 
     def __len__(self) -> int:
         return len(self.secrets)
@@ -112,9 +144,9 @@ class KeyPool:
 
     async def load(self) -> None:
         """Read what a shared store already holds: disabled keys and the live index."""
-        if self._loaded:
+        if self.loaded:
             return
-        self._loaded = True
+        self.loaded = True
         refused = await self.store.disabled_keys(self.provider)
         self._disabled.update(i for i, f in enumerate(self.fingerprints) if f in refused)
         stored = await self.store.get_index(self.provider)
@@ -126,10 +158,10 @@ class KeyPool:
     async def order(self) -> list[int]:
         """Enabled slots in the order to try them, starting where the rotation stands."""
         n = len(self.secrets)
-        if n == 1:
-            return [] if self._disabled else [0]
         if self.store.shared:
             await self.load()
+            if n == 1:
+                return [] if self._disabled else [0]
             if self.strategy == "round_robin":
                 # Fetch-and-advance: processes sharing the store spread over the keys.
                 self._index = await self.store.rotate_index(self.provider, n)

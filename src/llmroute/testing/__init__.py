@@ -15,6 +15,7 @@ async with Router(models=..., http_client=client, clock=clock) as router:
 from __future__ import annotations
 
 from llmroute.testing._clock import FakeClock, ScaledClock
+from llmroute.testing._faults import FAULTS, FaultRequest, FaultServer
 from llmroute.testing._quota import Quota, QuotaEnforcer
 from llmroute.testing._script import (
     Behaviour,
@@ -36,6 +37,7 @@ from llmroute.testing._transport import FakeTransport
 from llmroute.testing._wires import FakeWire, RequestFacts, register_wire
 
 __all__ = [
+    "FAULTS",
     "Behaviour",
     "Blocked",
     "FakeClock",
@@ -43,6 +45,8 @@ __all__ = [
     "FakeScript",
     "FakeTransport",
     "FakeWire",
+    "FaultRequest",
+    "FaultServer",
     "Garbage",
     "InvalidKey",
     "Predicate",
