@@ -2,9 +2,14 @@
 
 Each scenario sends a backlog of requests at once through a Router to the fake provider in
 quota mode (`llmroute.testing.QuotaEnforcer`: exact sliding windows, real 429s, Groq-style
-headers), over real loopback sockets. Time is scaled: the fake runs with `time_scale=S`
-and the router on `ScaledClock(S)`, so a provider minute passes in 60/S real seconds and
-every figure below is in provider seconds. Scenarios:
+headers), over real loopback sockets, the fake on its own event loop in a thread. Time is
+scaled: the fake runs with `time_scale=S` and the router on `ScaledClock(S)`, so a
+provider minute passes in 60/S real seconds and every figure below is in provider seconds.
+The router's connections are opened before each backlog (a warm-up on a model without a
+quota), as in a long-running process. The fake forgives an arrival `--grace-ms` (real) early
+at a window's edge: the order in which requests arrive over loopback jitters by a
+scheduling slice, which the time scale multiplies; (d) also runs against the exact fake.
+Scenarios:
 
 - (a) limits configured exactly as the provider enforces them;
 - (b) no limits configured, learning from the providers' reports on;
@@ -19,7 +24,7 @@ For each: remote 429s (counted by the fake), requests failed, makespan against t
 theoretical minimum the provider's quota allows (goodput ratio = minimum / makespan), and
 the local waits. Also: the cost of reading the rate-limit headers of one answer.
 
-    python bench/quota.py [--quick] [--scale 60] [--no-peers]
+    python bench/quota.py [--quick] [--scale 20] [--grace-ms 10] [--no-peers]
 """
 
 from __future__ import annotations
@@ -394,7 +399,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
     rows = result["scenarios"]
     labels = [
-        f"{r['title']}\n{r['client']}" + (" (real time)" if "real" in r["clock"] else "")
+        f"{r['title']}\n{r['client']}"
+        + (" (real time)" if "real" in r["clock"] else "")
+        + (" (exact fake)" if "exact" in r["clock"] else "")
         for r in rows
     ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 1.8))
@@ -453,6 +460,12 @@ async def run_all(args: argparse.Namespace, cache_dir: Path) -> list[Outcome]:
     return outcomes
 
 
+def render(path: Path) -> None:
+    """Write the markdown and the chart again from a saved quota.json (`--render`)."""
+    result = json.loads(path.read_text())
+    write_results(result, path.parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, no peers")
@@ -473,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the fake as an httpx transport in the router's process (no sockets)",
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--render", type=Path, help="only re-render a saved quota.json")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        render(args.render)
+        return 0
     if args.requests is None:
         args.requests = 60 if args.quick else 120
     import tempfile
