@@ -285,3 +285,35 @@ async def test_a_streamed_answer_teaches_too(tmp_path: Path) -> None:
         chunks = [chunk async for chunk in router.stream(TARGET, "hi")]
     assert chunks and chunks[-1].finish_reason == "stop"
     assert await store.learned_limits(TARGET) == {"rpm": 5}
+
+
+async def test_the_cold_start_wait_ends_at_the_call_deadline(tmp_path: Path) -> None:
+    # The probe hangs; the requests waiting behind it end at their deadline too.
+    import time
+
+    from llmroute.errors import LLMRouteError
+    from llmroute.testing import FakeProviderServer
+
+    script = FakeScript()
+    script.set_default(MODEL, Timeout())
+    async with FakeProviderServer(script) as server:
+        models = {
+            "providers": {
+                "groq": {
+                    "type": "openai_compatible",
+                    "base_url": server.openai_base_url,
+                    "api_key": "k",
+                    "retries": 0,
+                }
+            },
+            "models": {TARGET: {"provider": "groq", "model": MODEL}},
+        }
+        async with Router(models, limits(), env_file=None, cache_dir=tmp_path) as router:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(router.complete(TARGET, f"r{i}", deadline=0.3) for i in range(3)),
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+    assert all(isinstance(r, LLMRouteError) for r in results), results
+    assert elapsed < 0.3 + 0.25 + 0.5  # the contract's deadline slack, plus a loaded machine
