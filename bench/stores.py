@@ -178,60 +178,70 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+#: the figures measured per backend, one value a round
+FIGURES = ("acquire_us", "request_us", "store_conc", "router_conc", "router_cpu_us")
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"concurrency": args.concurrency, "backends": {}}
+    runs: dict[str, dict[str, list[float]]] = {k: {f: [] for f in FIGURES} for k in BACKENDS}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = Redis(tmp)
         try:
-            runs: dict[str, dict[str, list[float]]] = {
-                k: {
-                    "acquire_us": [],
-                    "request_us": [],
-                    "store_conc": [],
-                    "router_conc": [],
-                    "router_cpu_us": [],
-                }
-                for k in BACKENDS
-            }
             with FakeServer(0.0) as server:
                 for rnd in range(args.rounds):
+                    # Alternate the order, so no backend always runs on a warmer machine.
                     order = BACKENDS if rnd % 2 == 0 else tuple(reversed(BACKENDS))
                     for kind in order:
-                        make = factory(kind, tmp, redis.url, rnd)
-                        if make is None:
-                            continue
-                        row = runs[kind]
-                        cost = await admission(make, args.admissions)
-                        row["acquire_us"].append(cost["acquire_us"])
-                        row["request_us"].append(cost["request_us"])
-                        make = factory(kind, tmp, redis.url, 100 + rnd)
-                        assert make is not None
-                        row["store_conc"].append(
-                            await store_conc(make, args.concurrency, args.seconds)
-                        )
-                        if not args.no_router:
-                            make = factory(kind, tmp, redis.url, 200 + rnd)
-                            assert make is not None
-                            rate, cpu_us = await router_conc(
-                                make, server.base_url, args.concurrency, args.seconds
-                            )
-                            row["router_conc"].append(rate)
-                            row["router_cpu_us"].append(cpu_us)
+                        await _measure_round(runs[kind], kind, tmp, redis.url, server, args, rnd)
         finally:
             redis.close()
+    return {"concurrency": args.concurrency, "backends": _summarise(runs)}
+
+
+async def _measure_round(
+    row: dict[str, list[float]],
+    kind: str,
+    tmp: Path,
+    redis_url: str | None,
+    server: FakeServer,
+    args: argparse.Namespace,
+    rnd: int,
+) -> None:
+    """One round of every figure for one backend, each on a fresh store."""
+    make = factory(kind, tmp, redis_url, rnd)
+    if make is None:
+        return
+    cost = await admission(make, args.admissions)
+    row["acquire_us"].append(cost["acquire_us"])
+    row["request_us"].append(cost["request_us"])
+    make = factory(kind, tmp, redis_url, 100 + rnd)
+    assert make is not None
+    row["store_conc"].append(await store_conc(make, args.concurrency, args.seconds))
+    if args.no_router:
+        return
+    make = factory(kind, tmp, redis_url, 200 + rnd)
+    assert make is not None
+    rate, cpu_us = await router_conc(make, server.base_url, args.concurrency, args.seconds)
+    row["router_conc"].append(rate)
+    row["router_cpu_us"].append(cpu_us)
+
+
+def _summarise(runs: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Medians per backend, and the shared stores' rates as a share of the memory store's."""
+    backends: dict[str, Any] = {}
     for kind, row in runs.items():
         if not row["acquire_us"]:
-            results["backends"][kind] = {"skipped": "redis-server is not installed"}
+            backends[kind] = {"skipped": "redis-server is not installed"}
             continue
-        results["backends"][kind] = {name: _median(values) for name, values in row.items()}
-    memory = results["backends"]["memory"]
+        backends[kind] = {name: _median(values) for name, values in row.items()}
+    memory = backends["memory"]
     for kind in ("sqlite", "redis"):
-        row = results["backends"][kind]
+        row = backends[kind]
         for name in ("store_conc", "router_conc"):
             if row.get(name) and memory.get(name):
                 row[f"{name}_vs_memory"] = row[name] / memory[name]
-    return results
+    return backends
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -179,8 +179,6 @@ class Admission:
         self._cooldowns_nowait: Callable[[Sequence[str], float], list[float]] | None = getattr(
             store, "cooldowns_nowait", None
         )
-        # The memory store can answer a dry run from its window history.
-        self._window: Callable[[str], Any] | None = getattr(store, "window", None)
         self._lines: dict[str, _Line] = {}
         #: bucket name -> effective (tightened) limits
         self._tightened: dict[str, Bucket] = {}
@@ -288,25 +286,14 @@ class Admission:
         for buckets in options:
             effective = [self.effective(b) for b in buckets]
             closed = await self._closed_for(effective)
-            wait = max(closed, await self._peek_one(effective, tokens, now))
+            # The store's dry run, never acquire-then-cancel: that charge would be seen,
+            # for a moment, by every other process sharing the store.
+            wait = max(closed, await self.store.peek(effective, tokens, now))
             best = min(best, wait)
         line = self._lines.get(queue)
         if line is not None and line.waiters:
             best = max(best, line.head_until - self._mono())
         return best
-
-    async def _peek_one(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
-        if self._window is not None:
-            window = self._window
-            return max(
-                float(window(b.name).wait(tokens, now, b.rpm, b.tpm, b.rpd, b.tpd)) for b in buckets
-            )
-        # A store without a dry run: charge and give back at once (net zero).
-        got = await self.store.acquire(buckets, tokens, now)
-        if isinstance(got, float):
-            return got
-        await self.store.cancel(got)
-        return 0.0
 
     def poke(self, queue: str) -> None:
         """Room may have freed in `queue`: wake its head now instead of at its computed time."""

@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmroute.config._env import VAR
+from llmroute.config import ENV_REFERENCE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,7 +41,7 @@ def key_vars(raw: Mapping[str, Any]) -> list[str]:
         values += raw["api_keys"]
     if "api_key" in raw:
         values.append(raw["api_key"])
-    return [m.group(1) for v in values if isinstance(v, str) for m in VAR.finditer(v)]
+    return [m.group(1) for v in values if isinstance(v, str) for m in ENV_REFERENCE.finditer(v)]
 
 
 def keys_listed(raw: Mapping[str, Any]) -> int:

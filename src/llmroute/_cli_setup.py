@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmroute._registry import provider_kind
-from llmroute.config._env import VAR
-from llmroute.testing._wires import fake_wire
+from llmroute.config import ENV_REFERENCE
+from llmroute.testing import fake_wire
 
 __all__ = ["fake_env_lines", "run_fake_server", "run_init"]
 
@@ -23,7 +23,7 @@ class _Printer(Protocol):
 
 
 def run_init(directory: Path, *, force: bool, merge: bool, out: _Printer) -> int:
-    from llmroute.config._init import InitError, init_project, merge_project
+    from llmroute.config import InitError, init_project, merge_project
 
     try:
         if merge:
@@ -59,7 +59,7 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
         if wire is None:
             continue  # CLI agents run a local program, which no fake replaces
         url = base_url + wire.base_path
-        match = VAR.fullmatch(str(raw.get("base_url", "")))
+        match = ENV_REFERENCE.fullmatch(str(raw.get("base_url", "")))
         if match is None:
             lines.append(f"# {name}: its base_url is fixed in the config, so it stays real")
         else:
@@ -67,7 +67,7 @@ def fake_env_lines(providers: Mapping[str, Mapping[str, Any]], base_url: str) ->
         listed = raw.get("api_keys")
         values: list[Any] = listed if isinstance(listed, list) else [raw.get("api_key")]
         for value in values:
-            keys += [m.group(1) for m in VAR.finditer(str(value or ""))]
+            keys += [m.group(1) for m in ENV_REFERENCE.finditer(str(value or ""))]
     lines += [f"{var}=fake-{var.lower().replace('_', '-')}" for var in dict.fromkeys(keys)]
     return lines
 

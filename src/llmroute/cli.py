@@ -418,7 +418,7 @@ class _Config:
     def raw_providers(self) -> Mapping[str, Mapping[str, Any]]:
         """The providers section as written (before `${VAR}` interpolation): which variables
         each one reads and how many keys it lists."""
-        from llmroute.config._yaml import YamlProblem, read_yaml
+        from llmroute.config import YamlProblem, read_yaml
 
         try:
             data = read_yaml(self.models).data

@@ -186,7 +186,7 @@ class Router:
         for pconf in self.config.models.providers.values():
             self._providers[pconf.name] = self._new_provider(pconf.name)
             if pconf.keys:
-                pool, persister = key_pool(pconf, self._store, self._cache_dir)
+                pool, persister = key_pool(pconf, self._store, self._cache_dir, clock=self._mono)
                 self._pools[pconf.name] = pool
                 if persister is not None:
                     self._persisters.append(persister)

@@ -26,12 +26,12 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def limits(target: str, **limit: int) -> dict[str, Any]:
-    # Learning off: its cold start would send the first request of a burst alone and hold
-    # the rest back until it answers, and these tests count what a burst sends.
+    # Learning off: its cold-start probe sends the first request of a burst alone, which
+    # would hide what these tests count (charges kept by requests already sent).
     return {
         "strategy": {"on_limit": "fallback"},
-        "models": {target: limit},
         "learn_from_headers": False,
+        "models": {target: limit},
     }
 
 
@@ -46,19 +46,38 @@ async def test_cancelled_after_send_keeps_its_charge(target: str, tmp_path: Path
         )
         async with router:
             calls = [asyncio.ensure_future(router.complete(target, "hi")) for _ in range(10)]
-            assert await until(lambda: len(server.requests) == 5)
-            await asyncio.sleep(0.05)  # the other five were refused locally by now
-            refused = [c for c in calls if c.done()]
-            assert len(refused) == 5
-            assert all(isinstance(c.exception(), RateLimitedError) for c in refused)
-            for call in calls:
-                call.cancel()
-            await asyncio.gather(*calls, return_exceptions=True)
+            try:
+                assert await until(lambda: len(server.requests) == 5)
+                await asyncio.sleep(0.05)  # the other five were refused locally by now
+                refused = [c for c in calls if c.done()]
+                assert len(refused) == 5
+                assert all(isinstance(c.exception(), RateLimitedError) for c in refused)
+            finally:
+                for call in calls:
+                    call.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
             # The five cancelled requests reached the provider: their charges stay.
             for _ in range(10):
                 with pytest.raises(RateLimitedError):
                     await router.complete(target, "hi", deadline=1)
         assert len(server.requests) == 5
+
+
+@pytest.mark.parametrize("target", [OAI, GEM])
+async def test_with_learning_on_a_cancelled_burst_stays_within_rpm(
+    target: str, tmp_path: Path
+) -> None:
+    async with FaultServer() as server:
+        config = models_config(server, "hang", timeout=30, retries=0)
+        limits_ = {"strategy": {"on_limit": "fallback"}, "models": {target: {"rpm": 5}}}
+        async with Router(config, limits_, env_file=None, cache_dir=tmp_path) as router:
+            for _ in range(3):
+                burst = [asyncio.ensure_future(router.complete(target, "hi")) for _ in range(10)]
+                await asyncio.sleep(0.2)
+                for call in burst:
+                    call.cancel()
+                await asyncio.gather(*burst, return_exceptions=True)
+        assert 1 <= len(server.requests) <= 5
 
 
 @pytest.mark.parametrize("target", [OAI, GEM])

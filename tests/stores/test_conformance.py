@@ -139,6 +139,100 @@ async def test_refusal_is_the_longest_wait_over_the_buckets(
     assert await refused(store, [b, a], 1, t0 + 40) == pytest.approx(50.0, abs=1e-3)
 
 
+# -- dry run -----------------------------------------------------------------------------------
+
+
+async def test_peek_answers_what_acquire_would(store: StateStore, backend: Backend) -> None:
+    t0 = backend.t0
+    b = [Bucket("m", rpm=2, tpm=100, rpd=3)]
+    assert await store.peek(b, 10, t0) == 0.0
+    await admit(store, b, 60, t0)
+    assert await store.peek(b, 50, t0 + 1) == pytest.approx(59.0, abs=1e-3)
+    assert await store.peek(b, 40, t0 + 1) == 0.0
+    await admit(store, b, 40, t0 + 2)
+    # rpm: two of two; after the minute, the day still holds both.
+    assert await store.peek(b, 1, t0 + 3) == pytest.approx(57.0, abs=1e-3)
+    assert await store.peek(b, 1, t0 + MINUTE) == 0.0
+    await admit(store, b, 1, t0 + MINUTE)
+    assert await store.peek(b, 1, t0 + MINUTE + 2) == pytest.approx(DAY - 62, abs=1e-3)
+    assert await store.peek([Bucket("n", tpm=5)], 6, t0) == math.inf
+    assert await store.peek([Bucket("n", rpd=0)], 1, t0) == math.inf
+    assert await store.peek([], 1, t0) == 0.0
+
+
+async def test_peek_is_the_longest_wait_over_the_buckets(
+    store: StateStore, backend: Backend
+) -> None:
+    t0 = backend.t0
+    await admit(store, [Bucket("a", rpm=1)], 1, t0)
+    await admit(store, [Bucket("b", rpm=1)], 1, t0 + 30)
+    both = [Bucket("a", rpm=1), Bucket("b", rpm=1)]
+    assert await store.peek(both, 1, t0 + 40) == pytest.approx(50.0, abs=1e-3)
+    assert await store.peek([Bucket("a", rpm=1), Bucket("c", rpm=1)], 1, t0 + 40) == (
+        pytest.approx(20.0, abs=1e-3)
+    )
+
+
+async def test_peek_never_changes_what_acquire_later_sees(
+    store: StateStore, backend: Backend
+) -> None:
+    t0 = backend.t0
+    b = [Bucket("m", rpm=3, tpm=100, rpd=5, tpd=200)]
+
+    async def dry_runs(at: float) -> None:
+        # Every kind: fitting, refused, never fitting, with an untouched bucket, and (at
+        # t0 + 61) after charges have left the minute window, which a real admission
+        # would expire and a dry run must not.
+        for tokens in (0, 10, 20, 21, 70, 101):
+            await store.peek(b, tokens, at)
+            await store.peek([Bucket("untouched", rpm=1), *b], tokens, at)
+
+    # Exactly what the same history without any dry run admits: 20 more tokens this
+    # minute, then rpd 5 and tpd 200 over the day.
+    steps = [
+        (t0, 50, True),
+        (t0 + 1, 30, True),
+        (t0 + 2, 21, False),
+        (t0 + 2, 20, True),
+        (t0 + 3, 1, False),
+        (t0 + MINUTE + 1, 60, True),
+        (t0 + MINUTE + 2, 40, True),
+        (t0 + MINUTE + 3, 0, False),
+    ]
+    for at, tokens, fits in steps:
+        await dry_runs(at)
+        if fits:
+            await admit(store, b, tokens, at)
+        else:
+            await refused(store, b, tokens, at)
+    assert await store.peek(b, 0, t0 + MINUTE + 3) == pytest.approx(DAY - 63, abs=1e-3)
+    assert await store.snapshot(t0 + MINUTE + 3) == {
+        "cooldowns": {},
+        "disabled": {},
+        "indexes": {},
+        "learned": {},
+    }
+    assert isinstance(await store.acquire([Bucket("untouched", rpm=1)], 1, t0 + 70), Charge)
+
+
+async def test_a_dry_run_is_invisible_to_another_handle(backend: Backend) -> None:
+    """What another process sees while this one peeks: never a charge, however brief."""
+    first, second = backend.make(), backend.make()
+    try:
+        t0, b = backend.t0, [Bucket("m", rpm=5)]
+        for i in range(4):
+            await admit(second, b, 1, t0 + i * 0.01)
+        # One place left: a dry run that charged and gave back could take it for a moment.
+        for round_ in range(5):
+            at = t0 + 1 + round_ * 0.01
+            peeks = [first.peek(b, 1, at) for _ in range(10)]
+            got = await asyncio.gather(*peeks, second.acquire(b, 1, at))
+            assert isinstance(got[-1], Charge)
+            await second.cancel(got[-1])
+    finally:
+        await backend.close_all()
+
+
 # -- commit and cancel -------------------------------------------------------------------------
 
 
@@ -249,6 +343,40 @@ async def test_rotate_index_fetches_and_advances(store: StateStore) -> None:
 async def test_rotate_index_spreads_concurrent_callers(store: StateStore) -> None:
     picks = await asyncio.gather(*(store.rotate_index("groq", 4) for _ in range(40)))
     assert sorted(picks.count(i) for i in range(4)) == [10, 10, 10, 10]
+
+
+async def test_set_index_if_absent_keeps_the_first(store: StateStore) -> None:
+    assert await store.set_index_if_absent("groq", 2) == 2
+    assert await store.get_index("groq") == 2
+    assert await store.set_index_if_absent("groq", 0) == 2
+    assert await store.rotate_index("groq", 3) == 2
+    assert await store.set_index_if_absent("groq", 1) == 3
+    await store.set_index("groq", 1)
+    assert await store.set_index_if_absent("groq", 5) == 1
+    assert await store.snapshot(0.0) == {
+        "cooldowns": {},
+        "disabled": {},
+        "indexes": {"groq": 1},
+        "learned": {},
+    }
+
+
+async def test_starts_racing_on_an_empty_index_never_undo_an_advance(backend: Backend) -> None:
+    """Several handles (processes) each set their start and advance at once: every start
+    after the first is a no-op, so the advances all count."""
+    handles = [backend.make() for _ in range(4)]
+    try:
+
+        async def start_and_take(store: StateStore) -> list[int]:
+            await store.set_index_if_absent("p", 0)
+            return [await store.rotate_index("p", 4) for _ in range(3)]
+
+        picks = await asyncio.gather(*(start_and_take(h) for h in handles))
+        flat = [p for one in picks for p in one]
+        assert sorted(flat.count(i) for i in range(4)) == [3, 3, 3, 3]
+        assert await handles[0].get_index("p") in (0, 4)
+    finally:
+        await backend.close_all()
 
 
 async def test_rotate_index_follows_a_changed_key_count(store: StateStore) -> None:

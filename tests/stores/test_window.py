@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmroute.stores._window import DAY, MINUTE, Entry, SlidingWindow
+from llmroute.stores.window import DAY, MINUTE, Entry, SlidingWindow
 
 
 def admit(window: SlidingWindow, cost: int, now: float) -> Entry:

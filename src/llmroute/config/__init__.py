@@ -11,6 +11,8 @@ from llmroute.config._catalogue import (
     resolve_sources,
     shipped_root,
 )
+from llmroute.config._env import VAR as ENV_REFERENCE
+from llmroute.config._init import InitError, init_project, merge_project
 from llmroute.config._loader import ConfigSource, load_config, read_env
 from llmroute.config._schema import (
     CAPABILITIES,
@@ -25,14 +27,17 @@ from llmroute.config._schema import (
     StateConfig,
     Strategy,
 )
+from llmroute.config._yaml import YamlProblem, read_yaml
 
 __all__ = [
     "CAPABILITIES",
     "CATALOGUE_FILES",
     "DEFAULT_LIMITS",
     "DEFAULT_MODELS",
+    "ENV_REFERENCE",
     "ConfigSource",
     "DefaultPath",
+    "InitError",
     "LimitSpec",
     "LimitsConfig",
     "ModelConfig",
@@ -43,8 +48,12 @@ __all__ = [
     "Secret",
     "StateConfig",
     "Strategy",
+    "YamlProblem",
+    "init_project",
     "load_config",
+    "merge_project",
     "read_env",
+    "read_yaml",
     "resolve_sources",
     "shipped_root",
 ]

@@ -7,7 +7,10 @@ cooling down or disabled are passed over. Every piece of state lives in the stor
 - cooldowns, named per model and slot (`cooldown:{model}#{slot}`): Gemini quotas are per
   model and project, so a 429 cools that model on that key only;
 - disabled keys, by fingerprint (a short SHA-256 of the key, never the key), so a key that
-  is replaced in the config starts enabled;
+  is replaced in the config starts enabled; a pool on a shared store reads them again at
+  most every `DISABLED_REFRESH_SECONDS`, so a key another process disabled is passed over
+  without drawing a refusal of its own (the memory store, this process's own, is never
+  re-read);
 - the rotation index (a shared store hands it out atomically, so processes spread over the
   keys too); the `.keyidx` file mirrors it for the next run.
 """
@@ -17,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from llmroute.stores.base import StateStore
 
@@ -26,16 +30,25 @@ if TYPE_CHECKING:
     from llmroute.config import ProviderConfig
     from llmroute.keys.persist import KeyIndexPersister
 
-__all__ = ["KeyPool", "fingerprint", "key_pool"]
+__all__ = ["DISABLED_REFRESH_SECONDS", "KeyPool", "fingerprint", "key_pool"]
 
 logger = logging.getLogger("llmroute.keys.rotation")
 
+#: how often (monotonic seconds) a pool on a shared store reads its disabled keys again
+DISABLED_REFRESH_SECONDS: Final = 10.0
+
 
 def key_pool(
-    config: ProviderConfig, store: StateStore, cache_dir: str | os.PathLike[str]
+    config: ProviderConfig,
+    store: StateStore,
+    cache_dir: str | os.PathLike[str],
+    *,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[KeyPool, KeyIndexPersister | None]:
     """The pool of a provider with keys; with more than one key, its index starts where
-    `{cache_dir}/{provider}.keyidx` says and is written back behind every request."""
+    `{cache_dir}/{provider}.keyidx` says and is written back behind every request.
+    `clock` is the router's monotonic clock (when to read a shared store's disabled keys
+    again)."""
     start = 0
     persister = None
     on_move: Callable[[int], None] | None = None
@@ -53,6 +66,7 @@ def key_pool(
         strategy=config.rotation,
         start=start,
         on_move=on_move,
+        clock=clock,
     )
     return pool, persister
 
@@ -66,13 +80,17 @@ class KeyPool:
     """The keys of one provider (one slot with no secret for a provider without keys).
 
     `on_move(index)` is told the index after every `take` and every other move; the
-    `.keyidx` persister writes it behind the request and skips unchanged values.
+    `.keyidx` persister writes it behind the request and skips unchanged values. `clock`
+    (monotonic seconds, default the real one) times the re-reading of a shared store's
+    disabled keys.
     """
 
     __slots__ = (
+        "_clock",
         "_disabled",
         "_index",
         "_on_move",
+        "_refresh_at",
         "_set_index_nowait",
         "fingerprints",
         "labels",
@@ -93,6 +111,7 @@ class KeyPool:
         start: int = 0,
         on_move: Callable[[int], None] | None = None,
         labels: Sequence[str | None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.provider = provider
         self.secrets: tuple[str | None, ...] = tuple(secrets)
@@ -113,6 +132,9 @@ class KeyPool:
         #: True once what the store holds about these keys has been read (a store of this
         #: process only starts empty: nothing to read back)
         self.loaded = not store.shared
+        self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        #: when (on `_clock`) a shared store's disabled keys are next read again
+        self._refresh_at = 0.0
 
     def __len__(self) -> int:
         return len(self.secrets)
@@ -147,19 +169,37 @@ class KeyPool:
         if self.loaded:
             return
         self.loaded = True
-        refused = await self.store.disabled_keys(self.provider)
-        self._disabled.update(i for i, f in enumerate(self.fingerprints) if f in refused)
-        stored = await self.store.get_index(self.provider)
-        if stored is None:
-            await self.store.set_index(self.provider, self._index)
-        elif 0 <= stored < len(self.secrets):
+        await self.refresh_disabled()
+        # Set-if-absent, never read-then-write: routers starting together on an empty store
+        # would each write their start over the others' first advances.
+        stored = await self.store.set_index_if_absent(self.provider, self._index)
+        if 0 <= stored < len(self.secrets):
             self._index = stored
+
+    async def refresh_disabled(self) -> list[int]:
+        """Read the keys a shared store holds as disabled (another process may have had
+        one refused since this pool last looked); return the slots newly disabled."""
+        # Set before the read: the requests arriving meanwhile do not read it too.
+        self._refresh_at = self._clock() + DISABLED_REFRESH_SECONDS
+        refused = await self.store.disabled_keys(self.provider)
+        new = [
+            i for i, f in enumerate(self.fingerprints) if f in refused and i not in self._disabled
+        ]
+        self._disabled.update(new)
+        return new
 
     async def order(self) -> list[int]:
         """Enabled slots in the order to try them, starting where the rotation stands."""
         n = len(self.secrets)
         if self.store.shared:
             await self.load()
+            if self._clock() >= self._refresh_at and (new := await self.refresh_disabled()):
+                logger.info(
+                    "%s disabled in the shared store by another router (%d of %d keys left)",
+                    ", ".join(str(self.labels[i]) for i in new),
+                    self.enabled_count(),
+                    n,
+                )
             if n == 1:
                 return [] if self._disabled else [0]
             if self.strategy == "round_robin":
@@ -175,8 +215,11 @@ class KeyPool:
         """`order` as a request sent now would see it, changing nothing (for `explain`): a
         shared store's index is read, never advanced."""
         start = self._index
-        if self.store.shared and len(self.secrets) > 1:
+        if self.store.shared:
             await self.load()
+            if self._clock() >= self._refresh_at:
+                await self.refresh_disabled()  # this pool's view only: the store is read
+        if self.store.shared and len(self.secrets) > 1:
             stored = await self.store.get_index(self.provider)
             if stored is not None:
                 start = stored % len(self.secrets)

@@ -6,6 +6,6 @@ These names stay importable for code written against earlier versions.
 from __future__ import annotations
 
 from llmroute.stores import Bucket, MemoryStore, StateStore
-from llmroute.stores._window import SlidingWindow
+from llmroute.stores.window import SlidingWindow
 
 __all__ = ["Bucket", "MemoryStore", "SlidingWindow", "StateStore"]

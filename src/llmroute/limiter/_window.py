@@ -1,7 +1,7 @@
-"""The window maths moved to `llmroute.stores._window`; this name stays for old imports."""
+"""The window maths moved to `llmroute.stores.window`; this name stays for old imports."""
 
 from __future__ import annotations
 
-from llmroute.stores._window import DAY, MINUTE, Entry, SlidingWindow
+from llmroute.stores.window import DAY, MINUTE, Entry, SlidingWindow
 
 __all__ = ["DAY", "MINUTE", "Entry", "SlidingWindow"]

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from llmroute._registry import ProviderKind, provider_kind, register_provider
 from llmroute.clock import Clock
-from llmroute.config._schema import ProviderConfig
 from llmroute.providers.base import (
     AttemptFailed,
     FailureKind,
@@ -20,6 +19,7 @@ from llmroute.providers.base import (
     Provider,
     ProviderRequest,
     ProviderResponse,
+    ProviderSettings,
     StreamEvent,
 )
 
@@ -41,7 +41,7 @@ __all__ = [
 
 
 def build_provider(
-    config: ProviderConfig, *, get_client: Callable[[], HttpClient], clock: Clock
+    config: ProviderSettings, *, get_client: Callable[[], HttpClient], clock: Clock
 ) -> Provider:
     """The adapter for `config.type`, as its module registered it."""
     kind = provider_kind(config.type)

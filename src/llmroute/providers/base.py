@@ -25,6 +25,7 @@ __all__ = [
     "Provider",
     "ProviderRequest",
     "ProviderResponse",
+    "ProviderSettings",
     "StreamEvent",
     "message_text",
     "new_call_id",
@@ -175,6 +176,43 @@ def message_text(content: object) -> str:
         for part in content  # type: ignore[attr-defined]
         if isinstance(part, Mapping) and part.get("type") == "text"
     )
+
+
+class ProviderSettings(Protocol):
+    """What an adapter reads from its provider's configuration, and nothing more.
+
+    The providers' own view of a provider entry, so they depend on no other package's
+    internals: the configuration's `ProviderConfig` has these fields (a frozen object, so
+    they are read-only here too) and is passed as it is, with no copy.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    #: the provider type, the name its module registered
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def base_url(self) -> str | None: ...
+
+    #: sent with every request (values may be secrets)
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    #: CLI providers: the argv template (`{model}` substituted) and the child's environment
+    @property
+    def command(self) -> Sequence[str]: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    #: the fields of the provider's own type (its registered options), defaults filled in
+    @property
+    def options(self) -> Mapping[str, object]: ...
 
 
 class Provider(Protocol):

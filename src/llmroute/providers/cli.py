@@ -39,7 +39,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import ClassVar
 
 from llmroute._registry import ProviderKind
-from llmroute.config._schema import ProviderConfig
 from llmroute.providers._cli_output import (
     ClaudeStream,
     CodexTurn,
@@ -59,6 +58,7 @@ from llmroute.providers.base import (
     Message,
     ProviderRequest,
     ProviderResponse,
+    ProviderSettings,
     StreamEvent,
     message_text,
 )
@@ -103,7 +103,7 @@ class _CliProvider:
     #: the CLI's name in messages
     _cli: ClassVar[str]
 
-    def __init__(self, config: ProviderConfig, *, runner: Runner | None = None) -> None:
+    def __init__(self, config: ProviderSettings, *, runner: Runner | None = None) -> None:
         self.name = config.name
         self._command = tuple(config.command)
         self._env = dict(config.env)
@@ -251,6 +251,8 @@ class ClaudeCodeProvider(_CliProvider):
     `--include-partial-messages`), otherwise the whole answer comes as one event.
     `runner` replaces the real subprocess runner (tests script the CLI with it).
 
+        from llmroute.config import ProviderConfig
+
         provider = ClaudeCodeProvider(ProviderConfig(
             name="claude", type="claude_code", uses_keys=False,
             command=("claude", "-p", "--output-format", "json", "--model", "{model}")))
@@ -343,6 +345,8 @@ class CodexCliProvider(_CliProvider):
     The answer is the last `agent_message`; usage comes from `turn.completed`. `stream()`
     yields each agent message as it completes (Codex prints no token deltas), then one
     event with the usage. `runner` replaces the real subprocess runner.
+
+        from llmroute.config import ProviderConfig
 
         provider = CodexCliProvider(ProviderConfig(
             name="codex", type="codex_cli", uses_keys=False, timeout=300,

@@ -30,7 +30,6 @@ from urllib.parse import quote
 
 from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
-from llmroute.config._schema import ProviderConfig
 from llmroute.providers._gemini_errors import classify_error, next_pacific_midnight
 from llmroute.providers._gemini_wire import MAX_STOP_SEQUENCES, CallMemory, build_body, parse_parts
 from llmroute.providers._http import (
@@ -45,6 +44,7 @@ from llmroute.providers.base import (
     AttemptFailed,
     ProviderRequest,
     ProviderResponse,
+    ProviderSettings,
     StreamEvent,
 )
 from llmroute.trace import ToolCall, Usage
@@ -96,7 +96,7 @@ class GoogleAIStudioProvider:
 
     def __init__(
         self,
-        config: ProviderConfig,
+        config: ProviderSettings,
         *,
         get_client: Callable[[], HttpClient],
         clock: Clock,

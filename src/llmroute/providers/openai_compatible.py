@@ -10,7 +10,6 @@ import httpx
 
 from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
-from llmroute.config._schema import ProviderConfig
 from llmroute.limiter.learn import read_headers
 from llmroute.providers._http import (
     HttpClient,
@@ -25,6 +24,7 @@ from llmroute.providers.base import (
     AttemptFailed,
     ProviderRequest,
     ProviderResponse,
+    ProviderSettings,
     StreamEvent,
     new_call_id,
 )
@@ -57,7 +57,7 @@ class OpenAICompatibleProvider:
     unavailable_reason: str | None = None
 
     def __init__(
-        self, config: ProviderConfig, *, get_client: Callable[[], HttpClient], clock: Clock
+        self, config: ProviderSettings, *, get_client: Callable[[], HttpClient], clock: Clock
     ) -> None:
         self.name = config.name
         self._url = f"{config.base_url}/chat/completions"

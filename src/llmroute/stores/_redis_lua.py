@@ -13,7 +13,16 @@ Only plain commands, no modules and no functions, so Valkey runs the same script
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "CANCEL", "COMMIT", "COOLDOWN", "COOLDOWNS_LEFT", "ROTATE"]
+__all__ = [
+    "ACQUIRE",
+    "CANCEL",
+    "COMMIT",
+    "COOLDOWN",
+    "COOLDOWNS_LEFT",
+    "INDEX_IF_ABSENT",
+    "PEEK",
+    "ROTATE",
+]
 
 #: The shared head of every script that reads the clock.
 _NOW = """
@@ -116,6 +125,71 @@ return {0, member}
 """
 )
 
+#: ACQUIRE's check without its charge and without pruning: reads only, so a dry run leaves
+#: nothing another process could see. Members at or before the cutoff have left the window
+#: (ACQUIRE would prune them); they are subtracted instead of removed.
+#: KEYS, ARGV: as ACQUIRE, without the sequence counter. Returns the wait in us (0: fits
+#: now, -1: never).
+PEEK = (
+    _NOW
+    + """
+local MINUTE, DAY = 60000000, 86400000000
+local tokens = tonumber(ARGV[2])
+local n = #KEYS / 4
+
+local function cost_of(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+
+local function free_at(set, sum, max_req, max_tok, span)
+  local cutoff = string.format('%.0f', now - span)
+  local gone, gone_tokens = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff), 0
+  for _, member in ipairs(gone) do gone_tokens = gone_tokens + cost_of(member) end
+  local need_req, need_tok = 0, 0
+  if max_req >= 0 then
+    need_req = redis.call('ZCOUNT', set, '(' .. cutoff, '+inf') - max_req + 1
+  end
+  if max_tok >= 0 then
+    local used = tonumber(redis.call('GET', sum) or '0') - gone_tokens
+    need_tok = used + tokens - max_tok
+  end
+  if need_req <= 0 and need_tok <= 0 then return 0 end
+  local seen, freed, t, start = 0, 0, now, 0
+  while true do
+    local page = redis.call(
+      'ZRANGEBYSCORE', set, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', start, 100)
+    if #page == 0 then break end
+    for i = 1, #page, 2 do
+      seen = seen + 1
+      freed = freed + cost_of(page[i])
+      t = tonumber(page[i + 1])
+      if seen >= need_req and freed >= need_tok then return t + span end
+    end
+    start = start + 100
+  end
+  return t + span
+end
+
+local until_ = 0
+for i = 0, n - 1 do
+  local rpm, tpm = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
+  local rpd, tpd = tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
+  if rpm == 0 or rpd == 0 or (tpm >= 0 and tokens > tpm) or (tpd >= 0 and tokens > tpd) then
+    return -1
+  end
+  local base = 4 * i
+  if rpm >= 0 or tpm >= 0 then
+    until_ = math.max(until_, free_at(KEYS[base + 1], KEYS[base + 2], rpm, tpm, MINUTE))
+  end
+  if rpd >= 0 or tpd >= 0 then
+    until_ = math.max(until_, free_at(KEYS[base + 3], KEYS[base + 4], rpd, tpd, DAY))
+  end
+end
+if until_ > 0 then return math.max(until_ - now, 1) end
+return 0
+"""
+)
+
 #: KEYS: (set, sum) pairs of every window the charge may be in. ARGV: member, new tokens.
 #: A window the charge has left (expired, or never entered) is not touched.
 COMMIT = """
@@ -176,6 +250,15 @@ if n > 0 then index = index % n else index = 0 end
 redis.call('HSET', KEYS[1], ARGV[1], index + 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return index
+"""
+
+#: KEYS: the indexes hash. ARGV: provider, index, seconds to keep the index.
+#: Returns the index the hash holds for the provider: the one given unless one was there.
+INDEX_IF_ABSENT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+return tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
 """
 
 #: KEYS: the cooldowns hash. ARGV: caller's now, then names. Returns us left per name.

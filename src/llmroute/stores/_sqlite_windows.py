@@ -21,7 +21,7 @@ from typing import Final
 
 from llmroute.stores.base import Bucket
 
-__all__ = ["SCHEMA", "acquire", "cancel", "commit", "prune"]
+__all__ = ["SCHEMA", "acquire", "cancel", "commit", "peek", "prune"]
 
 MINUTE: Final = 60.0
 DAY: Final = 86_400.0
@@ -62,6 +62,15 @@ _GONE_DAY = "bucket = ? AND in_day = 1 AND t <= ? AND t + 86400.0 <= ?"
 _MARGIN = 1e-3
 _MINUTE_ROWS = "SELECT t, tokens FROM charges WHERE bucket = ? AND in_minute = 1 ORDER BY t, id"
 _DAY_ROWS = "SELECT t, tokens FROM charges WHERE bucket = ? AND in_day = 1 ORDER BY t, id"
+# The same rows for a dry run, which cannot expire anything: those already gone are skipped.
+_LIVE_MINUTE_ROWS = (
+    "SELECT t, tokens FROM charges WHERE bucket = ? AND in_minute = 1 AND t + 60.0 > ? "
+    "ORDER BY t, id"
+)
+_LIVE_DAY_ROWS = (
+    "SELECT t, tokens FROM charges WHERE bucket = ? AND in_day = 1 AND t + 86400.0 > ? "
+    "ORDER BY t, id"
+)
 
 
 def transaction(conn: sqlite3.Connection) -> _Transaction:
@@ -111,6 +120,36 @@ def acquire(
     return ids
 
 
+def peek(conn: sqlite3.Connection, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+    """`acquire`'s answer, writing nothing: one read transaction (a consistent snapshot
+    that never takes the write lock, so it delays no other process's admission)."""
+    for b in buckets:
+        if not _can_ever_fit(b, tokens):
+            return math.inf
+    conn.execute("BEGIN")
+    try:
+        return max((_peek_wait(conn, b, tokens, now) for b in buckets), default=0.0)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _peek_wait(conn: sqlite3.Connection, b: Bucket, cost: int, now: float) -> float:
+    """`_wait` on the totals as `expire` would leave them, computed instead of written."""
+    row = conn.execute(_TOTALS, (b.name,)).fetchone()
+    min_req, min_tok, day_req, day_tok = row if row is not None else (0, 0, 0, 0)
+    gone_req, gone_tok = conn.execute(
+        f"SELECT count(*), coalesce(sum(tokens), 0) FROM charges WHERE {_GONE_MINUTE}",
+        (b.name, now - MINUTE + _MARGIN, now),
+    ).fetchone()
+    totals = (min_req - gone_req, min_tok - gone_tok)
+    gone_req, gone_tok = conn.execute(
+        f"SELECT count(*), coalesce(sum(tokens), 0) FROM charges WHERE {_GONE_DAY}",
+        (b.name, now - DAY + _MARGIN, now),
+    ).fetchone()
+    day = (day_req - gone_req, day_tok - gone_tok)
+    return _wait_on(conn, b, cost, now, (*totals, *day), (_LIVE_MINUTE_ROWS, _LIVE_DAY_ROWS))
+
+
 def _can_ever_fit(b: Bucket, cost: int) -> bool:
     return not (
         b.rpm == 0
@@ -123,13 +162,30 @@ def _can_ever_fit(b: Bucket, cost: int) -> bool:
 def _wait(conn: sqlite3.Connection, b: Bucket, cost: int, now: float) -> float:
     """0.0 when `cost` fits in bucket `b` at `now`, else the seconds until it would."""
     row = conn.execute(_TOTALS, (b.name,)).fetchone()
-    min_req, min_tok, day_req, day_tok = row if row is not None else (0, 0, 0, 0)
+    totals = row if row is not None else (0, 0, 0, 0)
+    return _wait_on(conn, b, cost, now, totals, (_MINUTE_ROWS, _DAY_ROWS), live=False)
+
+
+def _wait_on(
+    conn: sqlite3.Connection,
+    b: Bucket,
+    cost: int,
+    now: float,
+    totals: tuple[int, int, int, int],
+    rows_sql: tuple[str, str],
+    *,
+    live: bool = True,
+) -> float:
+    """The wait for `cost` in bucket `b` given its window totals; `live`: the row queries
+    take `now` to skip the rows that have left their window."""
+    min_req, min_tok, day_req, day_tok = totals
+    params = (b.name, now) if live else (b.name,)
     free_at = 0.0
     if _over(min_req, min_tok, b.rpm, b.tpm, cost):
-        free_at = _free_at(conn, _MINUTE_ROWS, b.name, min_req, min_tok, b.rpm, b.tpm, cost)
+        free_at = _free_at(conn, rows_sql[0], params, min_req, min_tok, b.rpm, b.tpm, cost)
         free_at += MINUTE
     if _over(day_req, day_tok, b.rpd, b.tpd, cost):
-        day = _free_at(conn, _DAY_ROWS, b.name, day_req, day_tok, b.rpd, b.tpd, cost) + DAY
+        day = _free_at(conn, rows_sql[1], params, day_req, day_tok, b.rpd, b.tpd, cost) + DAY
         free_at = max(free_at, day)
     # Refused means a positive wait: 0.0 would read as "fits".
     return max(free_at - now, _MIN_WAIT) if free_at else 0.0
@@ -144,7 +200,7 @@ def _over(requests: int, used: int, max_req: int | None, max_tok: int | None, co
 def _free_at(
     conn: sqlite3.Connection,
     rows_sql: str,
-    bucket: str,
+    params: tuple[object, ...],
     requests: int,
     used: int,
     max_req: int | None,
@@ -157,7 +213,7 @@ def _free_at(
     need_tokens = 0 if max_tok is None else used + cost - max_tok
     freed = 0
     admitted_at = 0.0
-    for seen, (t, tokens) in enumerate(conn.execute(rows_sql, (bucket,)), start=1):
+    for seen, (t, tokens) in enumerate(conn.execute(rows_sql, params), start=1):
         freed += tokens
         admitted_at = float(t)
         if seen >= need_requests and freed >= need_tokens:

@@ -59,6 +59,12 @@ class StateStore(Protocol):
         (`math.inf` when the request can never fit)."""
         ...
 
+    async def peek(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+        """`acquire`'s answer without its charge: 0.0 when the request would be admitted now,
+        else the seconds until it would (`math.inf`: never). Reads only, so a dry run
+        (`explain`) is invisible to every other process sharing the store."""
+        ...
+
     async def commit(self, charge: Charge, tokens: int) -> None:
         """Correct an admitted charge to the real token total (the provider's usage)."""
         ...
@@ -94,6 +100,12 @@ class StateStore(Protocol):
     async def get_index(self, provider: str) -> int | None: ...
 
     async def set_index(self, provider: str, index: int) -> None: ...
+
+    async def set_index_if_absent(self, provider: str, index: int) -> int:
+        """Store `index` unless the store already holds one, atomically, and return the
+        index it holds now: processes starting together on an empty store agree on one
+        start instead of overwriting each other's first advances."""
+        ...
 
     # -- limits learnt from the providers ----------------------------------------------------
 

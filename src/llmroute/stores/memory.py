@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from llmroute.stores._window import Entry, SlidingWindow
 from llmroute.stores.base import Bucket, Charge, LimitKind
+from llmroute.stores.window import Entry, SlidingWindow
 
 __all__ = ["MemoryStore"]
 
@@ -84,6 +84,19 @@ class MemoryStore:
 
     async def acquire(self, buckets: Sequence[Bucket], tokens: int, now: float) -> Charge | float:
         return self.acquire_nowait(buckets, tokens, now)
+
+    def peek_nowait(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+        """`peek` without a coroutine. A bucket never charged is looked at through an empty
+        window, so a dry run leaves no trace."""
+        with self._lock:
+            wait = 0.0
+            for b in buckets:
+                window = self._windows.get(b.name) or SlidingWindow()
+                wait = max(wait, window.wait(tokens, now, b.rpm, b.tpm, b.rpd, b.tpd))
+            return wait
+
+    async def peek(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+        return self.peek_nowait(buckets, tokens, now)
 
     def commit_nowait(self, charge: Charge, tokens: int) -> None:
         assert isinstance(charge, _MemoryCharge)
@@ -159,6 +172,10 @@ class MemoryStore:
 
     async def set_index(self, provider: str, index: int) -> None:
         self._indexes[provider] = index
+
+    async def set_index_if_absent(self, provider: str, index: int) -> int:
+        with self._lock:
+            return self._indexes.setdefault(provider, index)
 
     # -- learnt limits -----------------------------------------------------------------------
 

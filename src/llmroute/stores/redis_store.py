@@ -39,11 +39,13 @@ _MAX_COOLDOWN: Final = 365 * 86_400.0
 _SEP: Final = "\n"
 _SCRIPTS: Final = {
     "acquire": Script(lua.ACQUIRE),
+    "peek": Script(lua.PEEK),
     "commit": Script(lua.COMMIT),
     "cancel": Script(lua.CANCEL),
     "cooldown": Script(lua.COOLDOWN),
     "cooldowns": Script(lua.COOLDOWNS_LEFT),
     "rotate": Script(lua.ROTATE),
+    "index_if_absent": Script(lua.INDEX_IF_ABSENT),
 }
 #: connections per event loop
 MAX_CONNECTIONS: Final = 32
@@ -180,14 +182,21 @@ class RedisStore:
             )
         return keys
 
-    async def acquire(self, buckets: Sequence[Bucket], tokens: int, now: float) -> Charge | float:
-        if not buckets:
-            return _RedisCharge(tokens, "", ())
+    def _window_call(
+        self, buckets: Sequence[Bucket], tokens: int, now: float
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of a window script: four keys and four limits (-1: none) a bucket."""
         keys: list[str] = []
         args: list[Any] = [self._now_arg(now), tokens]
         for b in buckets:
             keys.extend(self._keys_of(b.name))
             args.extend(-1 if v is None else v for v in (b.rpm, b.tpm, b.rpd, b.tpd))
+        return keys, args
+
+    async def acquire(self, buckets: Sequence[Bucket], tokens: int, now: float) -> Charge | float:
+        if not buckets:
+            return _RedisCharge(tokens, "", ())
+        keys, args = self._window_call(buckets, tokens, now)
         keys.append(self._seq)
         future = self._call("acquire", keys, args)
         try:
@@ -202,6 +211,13 @@ class RedisStore:
         if status == 0:
             return _RedisCharge(tokens, str(value), tuple(keys[:-1]))
         return math.inf if int(value) < 0 else int(value) / 1_000_000
+
+    async def peek(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+        if not buckets:
+            return 0.0
+        keys, args = self._window_call(buckets, tokens, now)
+        micros = int(await self._script("peek", keys, args))
+        return math.inf if micros < 0 else micros / 1_000_000
 
     def _refund_abandoned(self, done: asyncio.Future[Any], pairs: tuple[str, ...]) -> None:
         if done.cancelled() or done.exception() is not None:
@@ -278,6 +294,12 @@ class RedisStore:
 
     async def set_index(self, provider: str, index: int) -> None:
         await self._write(self._indexes, provider, index, KEY_STATE_TTL)
+
+    async def set_index_if_absent(self, provider: str, index: int) -> int:
+        held = await self._script(
+            "index_if_absent", [self._indexes], [provider, index, KEY_STATE_TTL]
+        )
+        return int(held)
 
     # -- learnt limits -----------------------------------------------------------------------
 

@@ -141,6 +141,9 @@ class SQLiteStore:
             self._admissions += 1
         return got
 
+    async def peek(self, buckets: Sequence[Bucket], tokens: int, now: float) -> float:
+        return await self._run(windows.peek, tuple(buckets), tokens, now)
+
     def _prune_due(self, now: float) -> bool:
         if self._admissions % _PRUNE_EVERY == 0 or now - self._pruned_at >= MINUTE:
             self._pruned_at = now
@@ -185,6 +188,9 @@ class SQLiteStore:
 
     async def set_index(self, provider: str, index: int) -> None:
         await self._run(_execute, _SET_INDEX, (provider, index))
+
+    async def set_index_if_absent(self, provider: str, index: int) -> int:
+        return await self._run(_set_index_if_absent, provider, index)
 
     # -- learnt limits -----------------------------------------------------------------------
 
@@ -280,6 +286,16 @@ def _rotate_index(conn: sqlite3.Connection, provider: str, n_keys: int) -> int:
             conn.execute("ROLLBACK")
         raise
     return index
+
+
+def _set_index_if_absent(conn: sqlite3.Connection, provider: str, index: int) -> int:
+    # One statement, atomic on its own: the row another process inserted first wins.
+    row = conn.execute(
+        "INSERT INTO key_indexes (provider, idx) VALUES (?, ?) "
+        "ON CONFLICT (provider) DO UPDATE SET idx = idx RETURNING idx",
+        (provider, index),
+    ).fetchone()
+    return int(row[0])
 
 
 def _snapshot(conn: sqlite3.Connection, now: float) -> dict[str, Any]:

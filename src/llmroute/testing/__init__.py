@@ -34,7 +34,7 @@ from llmroute.testing._script import (
 )
 from llmroute.testing._server import FakeProviderServer, serve_in_thread
 from llmroute.testing._transport import FakeTransport
-from llmroute.testing._wires import FakeWire, RequestFacts, register_wire
+from llmroute.testing._wires import FakeWire, RequestFacts, fake_wire, register_wire
 
 __all__ = [
     "FAULTS",
@@ -61,6 +61,7 @@ __all__ = [
     "Status",
     "Stream",
     "Timeout",
+    "fake_wire",
     "register_wire",
     "serve_in_thread",
 ]
