@@ -179,11 +179,6 @@ class Learner:
         slots = len(cand.pool) if cand.pool is not None else 1
         return [self._bucket_name(cand, i, True) for i in range(slots)]
 
-    def learnt(self, bucket: str) -> dict[LimitKind, int]:
-        """The limits learnt for a bucket so far (for explain and the trace)."""
-        state = self._learnt.get(bucket)
-        return dict(state.limits) if state is not None else {}
-
     # -- cold start --------------------------------------------------------------------------
 
     async def gate(self, cand: Candidate, timeout: float) -> Probe | None:
