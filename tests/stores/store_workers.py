@@ -9,19 +9,6 @@ from typing import Any
 from llmroute.stores import Bucket, Charge, RedisStore, SQLiteStore, StateStore
 
 
-def seed_index(kind: str, location: str, prefix: str, provider: str) -> None:
-    """Start `provider`'s shared index at 0, as an established deployment has it."""
-
-    async def run() -> None:
-        store = open_store(kind, location, prefix)
-        try:
-            await store.set_index(provider, 0)
-        finally:
-            await store.aclose()
-
-    asyncio.run(run())
-
-
 def open_store(kind: str, location: str, prefix: str) -> StateStore:
     if kind == "sqlite":
         return SQLiteStore(location)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from store_backends import RedisServer, redis_binary
-from store_workers import KEYS, LIMITED_TPM, route_many, seed_index
+from store_workers import KEYS, LIMITED_TPM, route_many
 
 from llmroute import Router
 from llmroute.errors import RateLimitedError, StoreError
@@ -54,10 +54,8 @@ def test_processes_sharing_a_store_keep_the_limits_together(
         "limited",
         Reply(text="ok", prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS),
     )
-    # An index already in the store: processes that all start on an empty store at the
-    # same instant race on its first value (each writes its own start), which is the
-    # router's start-up, not the store's atomic fetch-and-advance, under test here.
-    seed_index(kind, location, prefix, "spread")
+    # The store starts empty: the processes' starts agree (set-if-absent) and every
+    # request after is the store's atomic fetch-and-advance.
     with serve_in_thread(script) as server:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(PROCESSES) as pool:
