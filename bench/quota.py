@@ -2,9 +2,14 @@
 
 Each scenario sends a backlog of requests at once through a Router to the fake provider in
 quota mode (`llmroute.testing.QuotaEnforcer`: exact sliding windows, real 429s, Groq-style
-headers), over real loopback sockets. Time is scaled: the fake runs with `time_scale=S`
-and the router on `ScaledClock(S)`, so a provider minute passes in 60/S real seconds and
-every figure below is in provider seconds. Scenarios:
+headers), over real loopback sockets, the fake on its own event loop in a thread. Time is
+scaled: the fake runs with `time_scale=S` and the router on `ScaledClock(S)`, so a
+provider minute passes in 60/S real seconds and every figure below is in provider seconds.
+The router's connections are opened before each backlog (a warm-up on a model without a
+quota), as in a long-running process. The fake forgives an arrival `--grace-ms` (real) early
+at a window's edge: the order in which requests arrive over loopback jitters by a
+scheduling slice, which the time scale multiplies; (d) also runs against the exact fake.
+Scenarios:
 
 - (a) limits configured exactly as the provider enforces them;
 - (b) no limits configured, learning from the providers' reports on;
@@ -19,7 +24,7 @@ For each: remote 429s (counted by the fake), requests failed, makespan against t
 theoretical minimum the provider's quota allows (goodput ratio = minimum / makespan), and
 the local waits. Also: the cost of reading the rate-limit headers of one answer.
 
-    python bench/quota.py [--quick] [--scale 60] [--no-peers]
+    python bench/quota.py [--quick] [--scale 20] [--grace-ms 10] [--no-peers]
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from quota_report import markdown, write_results
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -158,7 +165,7 @@ async def provider(
     quota: Any, latency: float, scale: float, clock: Any, inprocess: bool
 ) -> AsyncIterator[tuple[str, str, Any]]:
     """(OpenAI base URL, Gemini base URL, the router's http_client or None)."""
-    from llmroute.testing import FakeProviderServer, FakeScript, FakeTransport, Reply
+    from llmroute.testing import FakeScript, FakeTransport, Reply, serve_in_thread
 
     if inprocess:
         import httpx
@@ -170,12 +177,19 @@ async def provider(
         async with httpx.AsyncClient(transport=transport) as client:
             yield "http://fake.test/v1", "http://fake.test/v1beta", client
         return
-    async with FakeProviderServer(quota=quota, latency=latency) as server:
+    # The fake runs on its own event loop (a thread), as a provider would: requests are
+    # stamped when they arrive, not when the router's loop lets the server run.
+    with serve_in_thread(quota=quota, latency=latency) as server:
         yield server.openai_base_url, server.gemini_base_url, None
 
 
 async def run_llmroute(
-    sc: Scenario, scale: float, latency: float, cache_dir: Path, inprocess: bool = False
+    sc: Scenario,
+    scale: float,
+    latency: float,
+    cache_dir: Path,
+    inprocess: bool = False,
+    grace_ms: float = 0.0,
 ) -> Outcome:
     from llmroute import Router
     from llmroute.testing import Quota, QuotaEnforcer, ScaledClock
@@ -186,6 +200,7 @@ async def run_llmroute(
             GEMINI_MODEL: Quota(rpm=sc.rpm, tpm=250_000, rpd=250, per_key=True),
         },
         time_scale=scale,
+        grace=grace_ms / 1000 * scale,
     )
     clock = ScaledClock(scale)
     target = f"groq/{GROQ_MODEL}" if sc.provider == "groq" else f"google_ai_studio/{GEMINI_MODEL}"
@@ -239,7 +254,7 @@ async def run_llmroute(
     return out
 
 
-def header_parse_cost() -> dict[str, float]:
+def header_parse_cost(n: int = 200_000) -> dict[str, float]:
     """Microseconds per answer to read (and, when worth it, parse) the rate-limit headers."""
     import httpx
     from multidict import CIMultiDict, CIMultiDictProxy
@@ -270,7 +285,6 @@ def header_parse_cost() -> dict[str, float]:
             found.parse(1.7e9)
 
     def per_call(fn: Any, arg: Any) -> float:
-        n = 200_000
         best = min(timeit.repeat(lambda: fn(arg), number=n, repeat=5))
         return best / n * 1e6
 
@@ -322,90 +336,6 @@ def run_peers(python: str, per_minute: int, requests: int, latency: float) -> li
     return [Outcome(**row) for row in json.loads(lines[-1])]
 
 
-def write_results(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "quota.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "quota.md").write_text(markdown(result))
-    try:
-        chart(result, out_dir / "quota.png")
-    except ImportError:
-        print("matplotlib is not installed: no chart", file=sys.stderr)
-
-
-def markdown(result: dict[str, Any]) -> str:
-    meta = result["meta"]
-    lines = [
-        f"# Quota benchmark ({meta['date']})",
-        "",
-        f"{meta['cpus']} CPUs, Python {meta['python']}; commit {meta['commit'] or '?'}. "
-        f"A backlog sent at once through the router to the fake provider in quota mode over "
-        f"loopback. Provider windows: rpm {meta['rpm']} (per key for Gemini); fake latency "
-        f"{meta['latency_ms']:g} ms real. Time scale x{meta['scale']:g} (a provider minute "
-        f"in {60 / meta['scale']:g} s): every time below is in provider seconds, except the "
-        "real-time rows. Goodput = theoretical minimum makespan / makespan.",
-        "",
-        "| scenario | client | clock | requests | failed | remote 429s | makespan s "
-        "| minimum s | goodput | requests that waited | mean wait s |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in result["scenarios"]:
-        mean_wait = row["waited_total_s"] / row["waited_requests"] if row["waited_requests"] else 0
-        lines.append(
-            f"| {row['title']} | {row['client']} | {row['clock']} | {row['requests']} "
-            f"| {row['failed']} | {row['remote_429']} | {row['makespan_s']:.1f} "
-            f"| {row['minimum_s']:.1f} | {row['goodput']:.2f} | {row['waited_requests']} "
-            f"| {mean_wait:.1f} |"
-        )
-    parse = result["header_parse"]
-    lines += [
-        "",
-        "Reading the rate-limit headers of one answer (best of 5): "
-        f"{parse['aiohttp_headers_us']:.2f} µs with Groq's headers and "
-        f"{parse['aiohttp_no_headers_us']:.2f} µs without, on the router's own client "
-        f"(aiohttp headers); {parse['httpx_headers_us']:.2f} / "
-        f"{parse['httpx_no_headers_us']:.2f} µs on `httpx.Headers`. A full parse, done only "
-        f"when a window is spent or the limits change: {parse['full_parse_us']:.2f} µs.",
-        "",
-    ]
-    for row in result["scenarios"]:
-        if row["first_error"]:
-            lines.append(f"- {row['title']} ({row['client']}): first error: {row['first_error']}")
-    notes = result.get("notes") or []
-    lines += [f"- {note}" for note in notes]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["scenarios"]
-    labels = [
-        f"{r['title']}\n{r['client']}" + (" (real time)" if "real" in r["clock"] else "")
-        for r in rows
-    ]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 1.8))
-    ys = range(len(rows))
-    left.barh(ys, [r["goodput"] for r in rows], color="#4c72b0")
-    left.axvline(1 / 1.05, color="#55a868", linestyle="--", linewidth=1)
-    left.set_yticks(list(ys), labels, fontsize=8)
-    left.invert_yaxis()
-    left.set_xlim(0, 1.05)
-    left.set_xlabel("goodput (theoretical minimum / makespan; 1 is the best possible)")
-    right.barh(ys, [r["remote_429"] for r in rows], color="#c44e52")
-    right.set_yticks(list(ys), [""] * len(rows))
-    right.invert_yaxis()
-    right.set_xlabel("remote 429s")
-    for y, r in zip(ys, rows, strict=True):
-        right.text(r["remote_429"], y, f" {r['remote_429']}", va="center", fontsize=8)
-    fig.suptitle("Backlog against a quota-enforcing fake provider")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -418,40 +348,63 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "scale": args.scale,
         "rpm": 30,
         "latency_ms": args.latency_ms,
+        "grace_ms": args.grace_ms,
     }
 
 
 async def run_all(args: argparse.Namespace, cache_dir: Path) -> list[Outcome]:
+    runs = [(sc, args.grace_ms) for sc in scenarios(args.requests)]
+    if args.grace_ms and not args.quick:
+        # The same against the exact fake: what the arrival jitter costs at a window's edge.
+        runs += [(sc, 0.0) for sc in scenarios(args.requests) if sc.name == "d"]
     outcomes = []
-    for sc in scenarios(args.requests):
+    for sc, grace in runs:
         if args.only and sc.name not in args.only.split(","):
             continue
-        print(f"{sc.title} ...", file=sys.stderr, flush=True)
+        print(f"{sc.title} (grace {grace:g} ms) ...", file=sys.stderr, flush=True)
         outcome = await run_llmroute(
-            sc, args.scale, args.latency_ms / 1000, cache_dir, args.inprocess
+            sc, args.scale, args.latency_ms / 1000, cache_dir, args.inprocess, grace
         )
+        if grace != args.grace_ms:
+            outcome.clock += ", exact fake"
         print(f"  {json.dumps(asdict(outcome))}", file=sys.stderr, flush=True)
         outcomes.append(outcome)
     return outcomes
 
 
+def render(path: Path) -> None:
+    """Write the markdown and the chart again from a saved quota.json (`--render`)."""
+    result = json.loads(path.read_text())
+    write_results(result, path.parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, no peers")
-    parser.add_argument("--scale", type=float, default=60.0, help="provider seconds per second")
+    parser.add_argument("--scale", type=float, default=20.0, help="provider seconds per second")
     parser.add_argument("--requests", type=int, help="backlog size of the groq scenarios")
     parser.add_argument("--latency-ms", type=float, default=5.0, help="fake answer latency")
     parser.add_argument("--no-peers", action="store_true", help="skip the real-time peer runs")
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument(
+        "--grace-ms",
+        type=float,
+        default=10.0,
+        help="real ms by which the fake forgives an early arrival (0: exact); see the notes",
+    )
     parser.add_argument(
         "--inprocess",
         action="store_true",
         help="the fake as an httpx transport in the router's process (no sockets)",
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--render", type=Path, help="only re-render a saved quota.json")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        render(args.render)
+        return 0
     if args.requests is None:
-        args.requests = 60 if args.quick else 150
+        args.requests = 60 if args.quick else 120
     import tempfile
 
     result: dict[str, Any] = {"meta": meta(args), "notes": []}
@@ -466,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             "(e) skipped: LiteLLM is not installed (`make bench-peers` builds .venv-peers)"
         )
     result["scenarios"] = [asdict(o) for o in outcomes]
-    result["header_parse"] = header_parse_cost()
+    result["header_parse"] = header_parse_cost(20_000 if args.quick else 200_000)
     write_results(result, args.out)
     print(markdown(result))
     return 0

@@ -10,7 +10,8 @@ After every answer (success or failure) the walk hands the provider's rate-limit
 
 Both live in the store (`learn_limit`, cooldowns): processes sharing a store share them.
 
-Cold start: while nothing is known about a bucket of a provider that reports in headers,
+Cold start: the first request to a model reads what the store already holds for it (once
+per router). While nothing is known about a model of a provider that reports in headers,
 the first request goes alone and the rest of a concurrent burst waits for its answer
 (each for at most its own attempt timeout), so a burst cannot overrun a window before the
 first answer has told its size. This costs one round trip per bucket per store lifetime,
@@ -49,8 +50,6 @@ __all__ = ["Learner", "Probe", "learnt_lines", "report_of"]
 
 logger = logging.getLogger("llmroute")
 
-#: wires whose every answer carries rate-limit headers (Gemini reports only in its 429s)
-_REPORTS_IN_HEADERS: Final = frozenset({"openai"})
 _KINDS: Final[tuple[LimitKind, ...]] = ("rpm", "tpm", "rpd", "tpd")
 #: the cooldown names of closed buckets
 CLOSED_PREFIX: Final = closed_name("")
@@ -79,6 +78,13 @@ def learnt_lines(snapshot: Mapping[str, Any]) -> list[str]:
             bucket = name[len(CLOSED_PREFIX) :]
             lines.append(f"    closed      {bucket}: spent, {left:.0f}s to its reset")
     return lines
+
+
+def _reports_limits(cand: Candidate) -> bool:
+    """Whether every answer of `cand`'s provider type carries rate-limit headers (Gemini
+    reports only in its 429s)."""
+    kind = provider_kind(cand.provider_config.type)
+    return kind is not None and kind.reports_limits
 
 
 class Probe:
@@ -173,37 +179,35 @@ class Learner:
         slots = len(cand.pool) if cand.pool is not None else 1
         return [self._bucket_name(cand, i, True) for i in range(slots)]
 
-    def learnt(self, bucket: str) -> dict[LimitKind, int]:
-        """The limits learnt for a bucket so far (for explain and the trace)."""
-        state = self._learnt.get(bucket)
-        return dict(state.limits) if state is not None else {}
-
     # -- cold start --------------------------------------------------------------------------
 
     async def gate(self, cand: Candidate, timeout: float) -> Probe | None:
         """Before a request to `cand`: None to go ahead, or a `Probe` when this request is
         the one that goes alone (hand it back to `observe` or `release`). Waits, for at
-        most `timeout` seconds, while another request is probing."""
+        most `timeout` seconds, while another request is probing. The first request also
+        reads what the store already holds for the model (another process may have learnt
+        it), once per router."""
         model = cand.id
         if model in self._known:
             return None
-        kind = provider_kind(cand.provider_config.type)
-        if kind is None or kind.wire not in _REPORTS_IN_HEADERS:
-            self._known.add(model)
-            return None
         probe = self._probes.get(model)
         if probe is None:
-            if await self._load(cand):
+            probe = self._probes[model] = Probe(model)
+            try:
+                loaded = await self._load(cand)
+            except BaseException:
+                self.release(probe)
+                raise
+            if loaded or not _reports_limits(cand):
+                # Known from the store, or a provider whose answers teach nothing until a 429.
                 self._known.add(model)
+                self.release(probe)
                 return None
-            probe = self._probes.get(model)  # another task may have begun while we read
-            if probe is None:
-                probe = self._probes[model] = Probe(model)
-                if not cand.bucket_options:
-                    # The probe is charged to a bucket without limits, so the window the
-                    # provider then reports already counts it.
-                    self._ensure_options(cand, self._per_key(cand))
-                return probe
+            if not cand.bucket_options:
+                # The probe is charged to a bucket without limits, so the window the
+                # provider then reports already counts it.
+                self._ensure_options(cand, self._per_key(cand))
+            return probe
         try:
             async with asyncio.timeout(timeout):
                 await probe.done.wait()
@@ -306,21 +310,25 @@ class Learner:
         if changed:
             logger.debug("%s: the provider reports limits %s", name, state.limits)
             self._apply(cand, slot, name, per_key)
+        # The provider's own hint, as the key's cooldown takes it: a bucket made only now
+        # has not counted what was sent before, but a longer wait would override the hint.
         spent = spent_for(info)
         if spent is not None and spent > 0.0:
             logger.debug("%s: the provider reports a window spent for %.3fs", name, spent)
             self._closed_until[name] = max(self._closed_until.get(name, 0.0), self._wall() + spent)
             await self._admission.close(name, spent)
 
-    def _apply(self, cand: Candidate, slot: int, name: str, per_key: bool) -> None:
-        """Make admission enforce the configured limits tightened by the learnt ones."""
+    def _apply(self, cand: Candidate, slot: int, name: str, per_key: bool) -> bool:
+        """Make admission enforce the configured limits tightened by the learnt ones; True
+        when the bucket had to be made now (nothing sent so far was charged to it)."""
         learnt = self._learnt[name].limits
         if self._store.shared:
             # Other processes sharing the store may report this bucket's window spent.
             self._admission.watch_closed(name)
         configured = self._configured(cand, name)
+        made = False
         if not (cand.bucket_options and (cand.per_key or not per_key)):
-            self._ensure_options(cand, per_key)
+            made = self._ensure_options(cand, per_key)
         self._admission.tighten(
             Bucket(
                 name,
@@ -330,12 +338,14 @@ class Learner:
                 tpd=tighten(configured.tpd, learnt.get("tpd")),
             )
         )
+        return made
 
-    def _ensure_options(self, cand: Candidate, per_key: bool) -> None:
+    def _ensure_options(self, cand: Candidate, per_key: bool) -> bool:
         """Admission options for learnt buckets the configuration does not have: a model
-        without limits, or the keys of a model whose configured limit is model-wide."""
+        without limits, or the keys of a model whose configured limit is model-wide. True
+        when they are made now."""
         if cand.id in self._options:
-            return
+            return False
         if per_key and cand.pool is not None:
             model_wide = cand.bucket_options[0] if cand.bucket_options else ()
             options: Options = tuple(
@@ -345,6 +355,7 @@ class Learner:
         else:
             options = ((Bucket(cand.id),),)
         self._options[cand.id] = (options, per_key)
+        return True
 
     def _learnt_any(self, cand: Candidate) -> bool:
         keyed = f"{cand.id}#"

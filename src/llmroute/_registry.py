@@ -48,6 +48,9 @@ class ProviderKind:
     default_command: tuple[str, ...] = ()
     #: the wire `llmroute.testing`'s fake provider answers this type on (None: no fake)
     wire: str | None = None
+    #: its answers carry rate-limit headers on every answer (learning's cold start waits
+    #: for the first one), not only in their 429s
+    reports_limits: bool = False
 
 
 def register_provider(kind: ProviderKind) -> None:

@@ -284,7 +284,8 @@ class Walk:
         """`serve` while the provider's windows are unknown: one request goes alone (the
         probe) and the others wait for what its answer teaches."""
         seconds = timeout if timeout is not None else cand.provider_config.timeout
-        probe = await learner.gate(cand, seconds)
+        # no longer than the attempt would have taken, nor past the call's deadline
+        probe = await learner.gate(cand, min(seconds, call.deadline_at - self.mono()))
         try:
             return await self._serve(cand, call, request, tokens, timeout, send, probe)
         finally:

@@ -216,3 +216,104 @@ async def test_learnt_windows_are_shared_through_sqlite_between_processes(
         tmp_path, Quota(rpm=2, per_key=False, headers=False), limits(), 4, store=MemoryStore()
     )
     assert blind.refused > 0
+
+
+GEMINI_MODELS: dict[str, Any] = {
+    "providers": {
+        "gemini": {
+            "type": "google_ai_studio",
+            "base_url": "http://fake.test/v1beta",
+            "api_keys": ["g0", "g1"],
+        }
+    },
+    "models": {"gemini/flash": {"provider": "gemini", "model": "flash"}},
+}
+
+
+async def test_what_gemini_429s_taught_is_read_back_from_the_store(tmp_path: Path) -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    limits_config = {
+        "strategy": {"on_limit": "sleep", "max_wait_seconds": 3600, "max_attempts": 20},
+        "models": {"gemini/flash": {"per_key": True}},
+    }
+
+    async def run(n: int) -> QuotaEnforcer:
+        quota = QuotaEnforcer({"flash": Quota(rpm=2, per_key=True)}, clock=clock)
+        transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
+        async with (
+            httpx.AsyncClient(transport=transport) as http,
+            Router(
+                GEMINI_MODELS,
+                limits_config,
+                env_file=None,
+                cache_dir=tmp_path,
+                http_client=http,
+                clock=clock,
+                store=store,
+            ) as router,
+        ):
+            await asyncio.gather(*(router.complete("gemini/flash", f"r{i}") for i in range(n)))
+        return quota
+
+    first = await run(6)
+    assert first.refused > 0  # Gemini says nothing before its 429s
+    assert await store.learned_limits("gemini/flash#0") == {"rpm": 2}
+    clock.advance(3600)
+    # A new router on the same store (another process, with a shared one) knows at once.
+    second = await run(6)
+    assert second.refused == 0
+
+
+async def test_a_streamed_answer_teaches_too(tmp_path: Path) -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    quota = QuotaEnforcer({MODEL: Quota(rpm=5, per_key=False)}, clock=clock)
+    transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        Router(
+            MODELS,
+            limits(),
+            env_file=None,
+            cache_dir=tmp_path,
+            http_client=http,
+            clock=clock,
+            store=store,
+        ) as router,
+    ):
+        chunks = [chunk async for chunk in router.stream(TARGET, "hi")]
+    assert chunks and chunks[-1].finish_reason == "stop"
+    assert await store.learned_limits(TARGET) == {"rpm": 5}
+
+
+async def test_the_cold_start_wait_ends_at_the_call_deadline(tmp_path: Path) -> None:
+    # The probe hangs; the requests waiting behind it end at their deadline too.
+    import time
+
+    from llmroute.errors import LLMRouteError
+    from llmroute.testing import FakeProviderServer
+
+    script = FakeScript()
+    script.set_default(MODEL, Timeout())
+    async with FakeProviderServer(script) as server:
+        models = {
+            "providers": {
+                "groq": {
+                    "type": "openai_compatible",
+                    "base_url": server.openai_base_url,
+                    "api_key": "k",
+                    "retries": 0,
+                }
+            },
+            "models": {TARGET: {"provider": "groq", "model": MODEL}},
+        }
+        async with Router(models, limits(), env_file=None, cache_dir=tmp_path) as router:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(router.complete(TARGET, f"r{i}", deadline=0.3) for i in range(3)),
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+    assert all(isinstance(r, LLMRouteError) for r in results), results
+    assert elapsed < 0.3 + 0.25 + 0.5  # the contract's deadline slack, plus a loaded machine

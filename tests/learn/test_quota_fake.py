@@ -202,6 +202,19 @@ async def test_time_scale_shortens_the_windows() -> None:
 def test_quota_validation() -> None:
     with pytest.raises(ValueError):
         QuotaEnforcer(Quota(rpm=1), time_scale=0)
+    with pytest.raises(ValueError):
+        QuotaEnforcer(Quota(rpm=1), grace=-1)
+
+
+async def test_grace_forgives_an_arrival_just_before_the_window_frees() -> None:
+    clock = FakeClock()
+    quota = QuotaEnforcer(Quota(rpm=1), clock=clock, grace=0.1)
+    async with client(quota, clock) as http:
+        assert (await http.post(OPENAI, json=chat())).status_code == 200
+        clock.advance(59.8)
+        assert (await http.post(OPENAI, json=chat())).status_code == 429
+        clock.advance(0.1)  # 0.1 s early: forgiven
+        assert (await http.post(OPENAI, json=chat())).status_code == 200
 
 
 async def test_the_loopback_server_enforces_quotas_in_real_time() -> None:

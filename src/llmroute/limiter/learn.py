@@ -173,6 +173,14 @@ def read_headers(headers: Mapping[str, str]) -> RawHeaders | None:
     Every provider that reports a window reports what remains of it, so an answer is
     looked into only when a `remaining` header is there: two look-ups when it is not.
     """
+    raw = getattr(headers, "raw", None)
+    if isinstance(raw, list):
+        # httpx.Headers: its look-ups scan every header, so one pass over them is cheaper
+        # than the six look-ups below.
+        picked = _rate_limit_items(raw)
+        if picked is None:
+            return None
+        headers = picked
     get = headers.get
     remaining = get(_REMAIN_REQ)
     if remaining is not None:
@@ -195,6 +203,19 @@ def read_headers(headers: Mapping[str, str]) -> RawHeaders | None:
     return RawHeaders(
         True, get(_LIMIT), remaining, reset, token_limit, token_remaining, token_reset
     )
+
+
+def _rate_limit_items(raw: list[tuple[bytes, bytes]]) -> dict[str, str] | None:
+    """The `x-ratelimit-*` and `x-tokenlimit-*` headers of raw (name, value) pairs, with
+    lower-case names; None when there are none."""
+    found: dict[str, str] | None = None
+    for name, value in raw:
+        head = name[:4].lower()
+        if head == b"x-ra" or head == b"x-to":
+            if found is None:
+                found = {}
+            found[name.decode("latin-1").lower()] = value.decode("latin-1")
+    return found
 
 
 def worth_parsing(raw: RawHeaders, known_limits: tuple[str | None, str | None] | None) -> bool:

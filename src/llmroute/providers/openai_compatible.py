@@ -437,5 +437,6 @@ KINDS = (
         capabilities=frozenset({"tools", "vision", "json"}),
         options={"max_tokens_field": "max_tokens"},
         wire="openai",
+        reports_limits=True,
     ),
 )

@@ -136,6 +136,10 @@ class QuotaEnforcer:
         ...
         assert quota.refused == 0
 
+    `grace` (provider seconds, default 0: exact) forgives a request that arrives that much
+    before a charge leaves its window: over real sockets the order in which requests arrive
+    jitters by a scheduling slice, which a time scale multiplies.
+
     `admitted` and `refused` count requests; `refused_by` counts 429s per (model, key) and
     `refused_at` says when each was sent.
     """
@@ -146,9 +150,13 @@ class QuotaEnforcer:
         *,
         clock: _Now | None = None,
         time_scale: float = 1.0,
+        grace: float = 0.0,
     ) -> None:
         if not time_scale > 0:
             raise ValueError("time_scale must be positive")
+        if not grace >= 0:
+            raise ValueError("grace must not be negative")
+        self._grace = grace
         self._quotas: dict[str | None, Quota] = (
             {None: quotas} if isinstance(quotas, Quota) else dict(quotas)
         )
@@ -201,7 +209,7 @@ class QuotaEnforcer:
         if windows is None:
             windows = self._windows[bucket] = _Windows()
         now = self._now()
-        windows.prune(now)
+        windows.prune(now + self._grace)
         violations = _violations(quota, windows, prompt_tokens)
         if violations:
             self.refused += 1
