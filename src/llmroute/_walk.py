@@ -326,8 +326,7 @@ class Walk:
                         await reservation.cancel()
                     raise
             # The attempt's timeout, cut to what is left of the deadline.
-            left = call.deadline_at - now
-            seconds = attempt_timeout if attempt_timeout < left else left
+            seconds = min(attempt_timeout, call.deadline_at - now)
             wire = _wire(request, cand.wire_model, seconds, first=not call.sent)
             call.sent += 1
             result = await self._send(
