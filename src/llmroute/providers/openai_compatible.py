@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 import httpx
@@ -50,6 +51,31 @@ _FINISH_REASONS = {
 # One encoder for every body: json.dumps() builds a new one per call when given options.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DECODE = json.JSONDecoder().decode
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# `_ENCODE` still builds json's C encoder on every call (about half its cost): built once
+# here, with the same options. Without circular-reference markers it is stateless (safe
+# across threads); a circular body fails with RecursionError and is then handed to
+# `_ENCODE`, which says what is wrong.
+_C_ENCODE = (
+    c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """`body` as compact UTF-8 JSON."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(body, 0)).encode()
+        except RecursionError:
+            pass
+    return _ENCODE(body).encode()
 
 
 class OpenAICompatibleProvider:
@@ -107,7 +133,7 @@ class OpenAICompatibleProvider:
             if request.tools is None:
                 # OpenAI refuses parallel_tool_calls without tools (400).
                 body.pop("parallel_tool_calls", None)
-        return _ENCODE(body).encode()
+        return encode_body(body)
 
     async def complete(self, request: ProviderRequest, key: str | None) -> ProviderResponse:
         try:
