@@ -45,6 +45,8 @@ from typing import Any
 import aiohttp
 import httpx
 
+from llmroute._lifecycle import running_loop
+
 __all__ = ["AiohttpClient", "AiohttpResponse"]
 
 # Looked up along the exception's MRO, so a subclass finds its own entry before its base's.
@@ -266,8 +268,8 @@ class AiohttpClient:
         return f"AiohttpClient(max_connections={self._max_connections or None})"
 
     def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
         current_loop, session = self._current
+        loop = running_loop(current_loop)
         if current_loop is loop and session is not None:
             return session
         return self._session_for(loop)
