@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from llmroute._cli_complete import one_line as _one_line
+from llmroute._redact import Redactor
 from llmroute.errors import ConfigError, LLMRouteError, RequestError
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _SECRET_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
-#: shorter values are too likely to occur in ordinary text to be worth redacting
-_MIN_SECRET: Final = 6
+#: the shortest value of a secret-looking variable taken as a secret
+_MIN_GUESSED: Final = 6
 _EXIT_USAGE: Final = 2
 _EXIT_INTERRUPTED: Final = 130
 
@@ -50,24 +51,26 @@ class _Usage(Exception):
 
 
 class _Out:
-    """stdout and stderr with every known secret replaced by `***`."""
+    """stdout and stderr with every known secret, and every 8+ character piece of one,
+    replaced by `***` (the router's own `Redactor` rule)."""
 
     def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
         self.stdout = stdout
         self.stderr = stderr
-        self._secrets: tuple[str, ...] = ()
-        self.learn(v for k, v in os.environ.items() if _SECRET_NAME.search(k))
+        self._secrets: frozenset[str] = frozenset()
+        self.redact = Redactor()
+        # Guessed from the variable's name, so short values ("true", "1") are left out.
+        self.learn(
+            v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_GUESSED
+        )
 
     def learn(self, secrets: Iterable[str]) -> None:
-        found = {s for s in secrets if len(s) >= _MIN_SECRET} | set(self._secrets)
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = tuple(sorted(found, key=len, reverse=True))
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+        """Add secrets (the config's, once it is loaded); the redactor is rebuilt only here,
+        never per line printed."""
+        found = self._secrets.union(secrets)
+        if found != self._secrets:
+            self._secrets = found
+            self.redact = Redactor(found)
 
     def print(self, text: str = "", *, end: str = "\n") -> None:
         self.stdout.write(self.redact(text) + end)
