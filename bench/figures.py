@@ -140,7 +140,7 @@ def _concurrent_rps_targets(cells: list[dict[str, Any]]) -> list[dict[str, Any]]
         _target(
             f"req/s at c={cell['concurrency']}, llmroute / aiohttp ({cell['latency_ms']:g} ms)",
             _median(cell.get("rps_vs_aiohttp")),
-            0.85,
+            0.90,
             True,
         )
         for cell in cells

@@ -15,7 +15,19 @@ from collections.abc import Callable
 
 from llmroute.errors import LLMRouteError
 
-__all__ = ["LoopGuard"]
+__all__ = ["LoopGuard", "running_loop"]
+
+_thread = threading.get_ident
+
+
+def running_loop(known: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    """The running event loop: `known` when it is the loop running in this thread, else
+    asyncio's answer. Python 3.11's `get_running_loop` makes a getpid system call on every
+    call (about 150 ns, several times a request); asyncio's own loops record the thread
+    that runs them, and a thread runs one loop at a time."""
+    if known is not None and getattr(known, "_thread_id", None) == _thread():
+        return known
+    return asyncio.get_running_loop()
 
 
 class LoopGuard:
@@ -32,7 +44,7 @@ class LoopGuard:
         """Start a call: refuse on a closed router; bind to the running loop."""
         if self.closed:
             raise LLMRouteError("router is closed")
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         if loop is not self._loop:
             self._bind(loop)
         self._active += 1

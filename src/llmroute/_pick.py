@@ -78,10 +78,10 @@ class Picker:
         """`pick` without a coroutine, for a store that answers at once and a key free and
         room now; None: ask `pick`."""
         cooldowns = self._cooldowns_nowait
-        pool = cand.pool
         if cooldowns is None:
             return None
-        if pool is None or not pool.multi:
+        pool = cand.pool
+        if pool is None or not cand.rotates:  # `rotates`: the pool has several keys
             return self._pick_only_slot(cand, tokens, cooldowns)
         if self.store.shared:
             return None
@@ -112,7 +112,8 @@ class Picker:
             return None
         if cooldowns(cand.cooldown_names, self.store_now())[0] > 0.0:
             return None
-        options = cand.bucket_options if self.learner is None else self.options(cand)[0]
+        learner = self.learner
+        options = cand.bucket_options if learner is None else learner.options(cand)[0]
         if not options:
             return 0, None, 0.0
         got = self.admission.try_now(options, tokens, cand.id)

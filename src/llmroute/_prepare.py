@@ -37,7 +37,7 @@ def prepare(
     # the request needs and its prompt estimate on the way.
     if max_tokens is not None or temperature is not None or top_p is not None:
         check_sampling(max_tokens, temperature, top_p)
-    extra = checked_extra(extra_body)
+    extra = {} if extra_body is None else checked_extra(extra_body)
     request = build_request(
         prompt,
         max_tokens,

@@ -12,12 +12,16 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from llmroute._candidate import Candidate
+from llmroute._records import ok_attempt
 from llmroute._redact import Redactor
 from llmroute.trace import Attempt, ModelUsage, Outcome, Usage
 
 __all__ = ["Call", "Recorder", "summary"]
 
 logger = logging.getLogger("llmroute")
+_enabled = logger.isEnabledFor
+_DEBUG: Final = logging.DEBUG
+_INFO: Final = logging.INFO
 
 #: what ended a call early, for its error message
 BUDGET_ATTEMPTS: Final = "max_attempts"
@@ -135,7 +139,7 @@ class Recorder:
                 wait_reason=wait_reason,
             )
         )
-        if logger.isEnabledFor(logging.DEBUG):
+        if _enabled(_DEBUG):
             logger.debug(
                 "%s %s: %s%s",
                 cand.id,
@@ -149,20 +153,6 @@ class Recorder:
         stats[0] += 1
         stats[3] += 1
 
-    def served(self, cand: Candidate, usage: Usage) -> float | None:
-        """Count a served request; return its cost by the model's price (None: no price)."""
-        stats = self._stats(cand)
-        stats[0] += 1
-        stats[1] += usage.prompt_tokens
-        stats[2] += usage.completion_tokens
-        if cand.price is None:
-            return None
-        cost = (
-            usage.prompt_tokens * cand.price_in + usage.completion_tokens * cand.price_out
-        ) / 1_000_000
-        stats[4] += cost
-        return cost
-
     def ok(
         self,
         call: Call,
@@ -170,40 +160,56 @@ class Recorder:
         slot: int,
         started: float,
         waited: float,
-        wait_reason: str | None = None,
-    ) -> None:
+        wait_reason: str | None,
+        usage: Usage,
+    ) -> float | None:
+        """The served attempt: its row, its usage counted, its log lines. Returns its cost by
+        the model's price (None: no price). One method, as it runs on every request."""
         call.attempts.append(
-            Attempt(
-                model=cand.id,
-                provider=cand.provider_name,
-                key=cand.label(slot),
-                outcome="ok",
-                status=200 if cand.provider_config.uses_keys else None,
-                waited_s=waited,
-                latency_ms=(self.mono() - started) * 1000.0,
-                wait_reason=wait_reason,
+            ok_attempt(
+                cand.id,
+                cand.provider_name,
+                cand.label(slot),
+                200 if cand.provider_config.uses_keys else None,
+                waited,
+                (self.mono() - started) * 1000.0,
+                wait_reason,
             )
         )
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s: ok", cand.id, cand.label(slot) or "")
+        stats = self.stats.get(cand.id)
+        if stats is None:
+            stats = self.stats[cand.id] = [0, 0, 0, 0, 0.0]
+        stats[0] += 1
+        stats[1] += usage.prompt_tokens
+        stats[2] += usage.completion_tokens
+        cost = None
+        if cand.price is not None:
+            cost = (
+                usage.prompt_tokens * cand.price_in + usage.completion_tokens * cand.price_out
+            ) / 1_000_000
+            stats[4] += cost
+        if _enabled(_INFO):  # DEBUG implies INFO: one test when logging is quiet
+            self._log_ok(call, cand, slot, usage)
+        return cost
 
-    def log_request(self, call: Call, model: str, usage: Usage) -> None:
-        """The one INFO line per served request, with its facts as structured fields."""
-        if not logger.isEnabledFor(logging.INFO):
-            return
+    def _log_ok(self, call: Call, cand: Candidate, slot: int, usage: Usage) -> None:
+        """The attempt's DEBUG line, then the one INFO line per served request with its
+        facts as structured fields."""
+        if _enabled(_DEBUG):
+            logger.debug("%s %s: ok", cand.id, cand.label(slot) or "")
         latency = (self.mono() - call.start) * 1000.0
         outcomes = [a.outcome for a in call.attempts]
         logger.info(
             "%s -> %s ok: %d tokens%s, %.0f ms, attempts: %s",
             call.target,
-            model,
+            cand.id,
             usage.total_tokens,
             " (estimated)" if usage.estimated else "",
             latency,
             summary(call.attempts),
             extra={
                 "target": call.target,
-                "model": model,
+                "model": cand.id,
                 "outcomes": outcomes,
                 "tokens": usage.total_tokens,
                 "latency_ms": latency,
@@ -211,7 +217,7 @@ class Recorder:
         )
 
     def log_failure(self, call: Call) -> None:
-        if not logger.isEnabledFor(logging.INFO):
+        if not _enabled(_INFO):
             return
         latency = (self.mono() - call.start) * 1000.0
         logger.info(

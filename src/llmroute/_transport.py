@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from llmroute._lifecycle import running_loop
 from llmroute._transport_words import MALFORMED, phrase, where_of, worded
 
 __all__ = ["AiohttpClient", "AiohttpResponse"]
@@ -255,8 +256,8 @@ class AiohttpClient:
         return f"AiohttpClient(max_connections={self._max_connections or None})"
 
     def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
         current_loop, session = self._current
+        loop = running_loop(current_loop)
         if current_loop is loop and session is not None:
             return session
         return self._session_for(loop)

@@ -162,7 +162,12 @@ class Walk:
                     if skipped is not None:
                         self._skip(call, cand, skipped, single, passes)
                         continue
-                    if call.spent(self.mono()):
+                    now = self.mono()
+                    # Both budget tests spelled out: `spent` is only called to name the one
+                    # that ended the call.
+                    if (call.sent >= call.max_attempts or now >= call.deadline_at) and call.spent(
+                        now
+                    ):
                         break
                     served = await self.serve(cand, call, request, tokens, timeout, send)
                     if not isinstance(served, Failed):
@@ -237,17 +242,16 @@ class Walk:
         reservation = served.reservation
         if reservation is not None and not reservation.commit_now(usage.total_tokens):
             pending = reservation.commit(usage.total_tokens)
-        recorder = self.recorder
-        recorder.ok(
+        waited = served.waited
+        cost = self.recorder.ok(
             call,
             cand,
             served.slot,
             served.started,
-            served.waited,
-            wait_reason=self.wait_reason(cand, served.slot, served.waited),
+            waited,
+            self.wait_reason(cand, served.slot, waited) if waited else None,
+            usage,
         )
-        cost = recorder.served(cand, usage)
-        recorder.log_request(call, cand.id, usage)
         return usage, cost, pending
 
     # -- one candidate -----------------------------------------------------------------------
@@ -322,8 +326,9 @@ class Walk:
                         await reservation.cancel()
                     raise
             # The attempt's timeout, cut to what is left of the deadline.
-            seconds = min(attempt_timeout, call.deadline_at - now)
-            wire = for_attempt(request, cand.wire_model, seconds)
+            left = call.deadline_at - now
+            seconds = attempt_timeout if attempt_timeout < left else left
+            wire = _wire(request, cand.wire_model, seconds, first=not call.sent)
             call.sent += 1
             result = await self._send(
                 cand, wire, cand.secrets[slot], reservation, send, seconds, slot, probe
@@ -397,6 +402,12 @@ class Walk:
             return AttemptFailed("timeout", f"no answer within {seconds:.3g}s")
         finally:
             watchdog.disarm(limit)
+        if (
+            probe is None
+            and getattr(result, "ratelimit", None) is None
+            and not isinstance(result, tuple)  # an opened stream's report is inside
+        ):
+            return result  # nothing to learn: no call at all
         learning = self.observe(cand, slot, result, probe)
         if learning is not None:
             await learning
@@ -449,6 +460,17 @@ def _nothing_to_learn(
     cand: Candidate, slot: int, result: object, probe: Probe | None
 ) -> Awaitable[None] | None:
     return None
+
+
+def _wire(request: ProviderRequest, model: str, seconds: float, *, first: bool) -> ProviderRequest:
+    """The request one attempt sends."""
+    if not first:
+        return for_attempt(request, model, seconds)
+    # The call's first send: its request was built for this call and never handed out, so
+    # it goes as it is (each later attempt gets its own copy).
+    request.model = model
+    request.timeout = seconds
+    return request
 
 
 def _failure(exc: AttemptFailed) -> Failure:

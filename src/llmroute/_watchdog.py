@@ -21,7 +21,11 @@ allows.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Final
+
+from llmroute._lifecycle import running_loop
 
 __all__ = ["GRAIN", "Limit", "Watchdog"]
 
@@ -41,24 +45,31 @@ class Limit:
 class Watchdog:
     """Cancels tasks whose armed limit has passed (loop time)."""
 
-    __slots__ = ("_armed", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_armed", "_loop", "_time", "_timer", "_timer_at")
 
     def __init__(self) -> None:
         self._armed: dict[Limit, None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._time: Callable[[], float] = time.monotonic
 
     def arm(self, seconds: float) -> Limit:
         """Limit the current task to `seconds` from now (until `disarm`)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
+        if loop is not self._loop:
+            self._loop = loop
+            self._timer = None
+            # asyncio's own loops keep time with time.monotonic: read it without a method.
+            self._time = (
+                time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+            )
         task = asyncio.current_task(loop)
         assert task is not None
-        when = loop.time() + seconds
+        when = self._time() + seconds
         limit = Limit(task, when)
         self._armed[limit] = None
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
+        if self._timer is None:
             self._schedule(loop, when)
         elif when < self._timer_at - GRAIN:
             self._timer.cancel()

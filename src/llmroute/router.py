@@ -28,6 +28,7 @@ from llmroute._learning import Learner
 from llmroute._lifecycle import LoopGuard
 from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
+from llmroute._records import completion
 from llmroute._redact import Redactor
 from llmroute._streaming import Opened, open_stream, relay
 from llmroute._walk import Walk
@@ -333,7 +334,7 @@ class Router:
             RoutingError / RateLimitedError: every candidate was skipped or failed.
             StoreError: the state store could not be reached (nothing was sent).
         """
-        chain = self._chain(target)
+        chain = self._chains.get(target) or self._chain(target)
         request, needs, tokens = prepare(
             self._completion_estimate,
             prompt, max_tokens, temperature, top_p, stop, tools, tool_choice,
@@ -343,7 +344,12 @@ class Router:
             check_budget(timeout, deadline)
         self._guard.enter()
         try:
-            call = self._new_call(target, deadline)
+            call = Call(
+                target,
+                self._mono(),
+                self._max_attempts,
+                deadline if deadline is not None else self._default_deadline,
+            )
             cand, served = await self._walk.run(
                 chain, call, request, needs, tokens, timeout, _send_complete
             )
@@ -355,17 +361,17 @@ class Router:
                 await pending
         finally:
             self._guard.leave()
-        return Completion(
-            text=response.text,
-            model=cand.id,
-            provider=cand.provider_name,
-            finish_reason=response.finish_reason,
-            usage=usage,
-            latency_ms=(self._mono() - call.start) * 1000.0,
-            attempts=call.attempts,
-            raw=response.raw,
-            cost=cost,
-            tool_calls=list(response.tool_calls),
+        return completion(
+            response.text,
+            cand.id,
+            cand.provider_name,
+            response.finish_reason,
+            usage,
+            (self._mono() - call.start) * 1000.0,
+            call.attempts,
+            response.raw,
+            list(response.tool_calls),
+            cost,
         )
 
     def complete_sync(

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from llmroute._records import usage as reported_usage
 from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.limiter.learn import read_headers
@@ -204,7 +205,8 @@ def parse_answer(data: dict[str, Any], status: int = 200) -> ProviderResponse:
         raise AttemptFailed(
             "server_error", "answer has no choices[0].message", status=status
         ) from None
-    text = _content_text(content, status)
+    # Plain text, the common answer, without a call.
+    text = content if isinstance(content, str) else _content_text(content, status)
     calls = _parse_calls(raw_calls, status) if raw_calls else []
     model = data.get("model")
     return ProviderResponse(
@@ -407,10 +409,8 @@ def _usage(value: object) -> Usage | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     total = value.get("total_tokens")
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=total if isinstance(total, int) else prompt + completion,
+    return reported_usage(
+        prompt, completion, total if isinstance(total, int) else prompt + completion
     )
 
 
