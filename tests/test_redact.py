@@ -124,7 +124,7 @@ PIECE = KEY[6:18]  # 12 characters from the middle of the key, never the whole k
 def test_the_cli_output_masks_a_fragment() -> None:
     import io
 
-    from llmroute.cli import _Out
+    from llmroute._cli_out import Out as _Out
 
     stdout, stderr = io.StringIO(), io.StringIO()
     out = _Out(stdout, stderr)
@@ -215,3 +215,30 @@ async def test_the_gemini_provider_masks_a_fragment_of_its_key_and_header() -> N
         text = f"{failure} {failure.message} {failure.args}"
         assert PIECE not in text and header[4:14] not in text, text
         assert MASK in failure.message
+
+
+def test_the_cli_log_lines_mask_a_fragment() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from llmroute._cli_out import Out, setup_logging\n"
+        "out = Out(sys.stdout, sys.stderr)\n"
+        "setup_logging(2, out)\n"
+        "out.learn([sys.argv[1]])\n"
+        "logging.getLogger('llmroute.x').debug('provider echoed ...%s...', sys.argv[2])\n"
+        "logging.getLogger('httpx').warning('GET http://h/%s/v1', sys.argv[1])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, KEY, PIECE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=True,
+    )
+    assert "provider echoed ...***..." in run.stderr
+    assert "GET http://h/***/v1" in run.stderr
+    assert PIECE not in run.stderr and KEY not in run.stderr
