@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -113,3 +114,131 @@ def test_a_10kb_error_body_costs_well_under_a_millisecond() -> None:
     assert per_call < 0.002, per_call
     leaked = body[:5000] + KEY[4:20] + body[5000:]
     assert KEY[4:20] not in redactor(leaked)
+
+
+# Every part that scrubs text uses this same rule: each masks an 8-character piece.
+
+PIECE = KEY[6:18]  # 12 characters from the middle of the key, never the whole key
+
+
+def test_the_cli_output_masks_a_fragment() -> None:
+    import io
+
+    from llmroute._cli_out import Out as _Out
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    out = _Out(stdout, stderr)
+    out.learn([KEY])
+    out.print(f"provider said: key ends {PIECE}")
+    out.error(f"llmroute: ProviderError: bad key {KEY[:9]}…")
+    out.write(KEY[-8:])
+    assert PIECE not in stdout.getvalue() and KEY[-8:] not in stdout.getvalue()
+    assert KEY[:9] not in stderr.getvalue()
+    assert stdout.getvalue().count(MASK) == 2 and MASK in stderr.getvalue()
+
+
+async def test_a_cli_provider_masks_a_fragment_of_its_env_key() -> None:
+    from collections.abc import AsyncGenerator, Mapping, Sequence
+
+    from llmroute.config import ProviderConfig
+    from llmroute.providers._subprocess import RunResult
+    from llmroute.providers.base import AttemptFailed, ProviderRequest
+    from llmroute.providers.cli import ClaudeCodeProvider
+
+    class EchoingRunner:
+        """A CLI that fails, printing a piece of its key to stdout and stderr."""
+
+        async def run(
+            self, argv: Sequence[str], *, stdin: bytes, timeout: float, env: Mapping[str, str]
+        ) -> RunResult:
+            echo = f"invalid x-api-key ...{env['ANTHROPIC_API_KEY'][6:18]}...".encode()
+            return RunResult(returncode=1, stdout=echo, stderr_tail=echo)
+
+        def stream(  # pragma: no cover - not called
+            self, argv: Sequence[str], *, stdin: bytes, timeout: float, env: Mapping[str, str]
+        ) -> AsyncGenerator[bytes | RunResult, None]:
+            raise NotImplementedError
+
+    config = ProviderConfig(
+        name="claude",
+        type="claude_code",
+        uses_keys=False,
+        command=("claude", "-p", "--output-format", "json"),
+        env={"ANTHROPIC_API_KEY": KEY},
+    )
+    provider = ClaudeCodeProvider(config, runner=EchoingRunner())
+    request = ProviderRequest(model="m", messages=[{"role": "user", "content": "hi"}], timeout=5)
+    with pytest.raises(AttemptFailed) as info:
+        await provider.complete(request, None)
+    assert "invalid x-api-key" in info.value.message
+    assert PIECE not in str(info.value) and MASK in info.value.message
+
+
+async def test_the_gemini_provider_masks_a_fragment_of_its_key_and_header() -> None:
+    import httpx
+
+    from llmroute.config import ProviderConfig
+    from llmroute.providers.base import AttemptFailed, ProviderRequest
+    from llmroute.providers.google_ai_studio import GoogleAIStudioProvider
+    from llmroute.testing import FakeClock
+
+    header = "org-" + OTHER
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        piece = request.headers["x-goog-api-key"][6:18] + " " + request.headers["x-org"][4:14]
+        error = {"error": {"code": 400, "message": f"API key not valid: ...{piece}..."}}
+        if request.url.path.endswith(":streamGenerateContent"):
+            return httpx.Response(200, content=b"data: " + json.dumps(error).encode() + b"\n\n")
+        return httpx.Response(400, json=error)
+
+    config = ProviderConfig(
+        name="gem",
+        type="google_ai_studio",
+        base_url="http://127.0.0.1:9/v1beta",
+        headers={"x-org": header},
+        secrets=frozenset({header}),
+    )
+    request = ProviderRequest(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as client:
+        provider = GoogleAIStudioProvider(config, get_client=lambda: client, clock=FakeClock())
+        failures = []
+        with pytest.raises(AttemptFailed) as info:
+            await provider.complete(request, KEY)
+        failures.append(info.value)
+        with pytest.raises(AttemptFailed) as info:
+            async for _ in provider.stream(request, KEY):
+                pass
+        failures.append(info.value)
+    for failure in failures:
+        text = f"{failure} {failure.message} {failure.args}"
+        assert PIECE not in text and header[4:14] not in text, text
+        assert MASK in failure.message
+
+
+def test_the_cli_log_lines_mask_a_fragment() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from llmroute._cli_out import Out, setup_logging\n"
+        "out = Out(sys.stdout, sys.stderr)\n"
+        "setup_logging(2, out)\n"
+        "out.learn([sys.argv[1]])\n"
+        "logging.getLogger('llmroute.x').debug('provider echoed ...%s...', sys.argv[2])\n"
+        "logging.getLogger('httpx').warning('GET http://h/%s/v1', sys.argv[1])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, KEY, PIECE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=True,
+    )
+    assert "provider echoed ...***..." in run.stderr
+    assert "GET http://h/***/v1" in run.stderr
+    assert PIECE not in run.stderr and KEY not in run.stderr

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmroute.cli import _Config, _Out
+    from llmroute._cli_out import Out as _Out
+    from llmroute.cli import _Config
     from llmroute.router import Router
     from llmroute.trace import Attempt
 

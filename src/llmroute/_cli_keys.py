@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmroute.cli import _Config, _Out
+    from llmroute._cli_out import Out as _Out
+    from llmroute.cli import _Config
 
 __all__ = ["run_keys"]
 

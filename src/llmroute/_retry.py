@@ -16,6 +16,7 @@ __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
     "JITTER",
+    "MIN_ATTEMPT_SECONDS",
     "Decision",
     "Failure",
     "NextCandidate",
@@ -23,6 +24,7 @@ __all__ = [
     "Retry",
     "RetryState",
     "Stop",
+    "attempt_floor",
     "backoff",
     "cooldown_seconds",
     "decide",
@@ -33,6 +35,8 @@ BACKOFF_BASE: Final = 0.25
 BACKOFF_MAX: Final = 8.0
 #: up to this many seconds of random jitter on top, so synchronised clients drift apart
 JITTER: Final = 0.25
+#: no attempt starts with less time than this left before the deadline (see attempt_floor)
+MIN_ATTEMPT_SECONDS: Final = 0.05
 
 
 class RandomSource(Protocol):
@@ -118,6 +122,15 @@ def decide(failure: Failure, state: RetryState, rng: RandomSource = _RNG) -> Dec
     if delay >= state.time_left:
         return _NEXT_CANDIDATE
     return Retry(delay)
+
+
+def attempt_floor(attempt_timeout: float, deadline: float | None) -> float:
+    """The least time left before the deadline worth starting an attempt with: 50 ms, or
+    a tenth of the attempt timeout or of the deadline when that is smaller (a call with a
+    100 ms deadline still gets its first attempt). With less, an attempt could only end in
+    "no answer within 0.002s"; the call ends as budget-spent instead."""
+    floor = min(MIN_ATTEMPT_SECONDS, attempt_timeout / 10)
+    return floor if deadline is None else min(floor, deadline / 10)
 
 
 def backoff(retry_number: int, rng: RandomSource = _RNG) -> float:

@@ -46,6 +46,7 @@ import aiohttp
 import httpx
 
 from llmroute._lifecycle import running_loop
+from llmroute._transport_words import MALFORMED, phrase, where_of, worded
 
 __all__ = ["AiohttpClient", "AiohttpResponse"]
 
@@ -75,92 +76,79 @@ def _mapped(exc: BaseException, url: str | None = None) -> httpx.TransportError:
     for cls in type(exc).__mro__:
         target = _EXCEPTIONS.get(cls)
         if target is not None:
-            return target(_describe(exc, url))
-    return httpx.TransportError(_describe(exc, url))  # pragma: no cover
+            return worded(target(_describe(exc, url)))
+    return worded(httpx.TransportError(_describe(exc, url)))  # pragma: no cover
 
 
 def _describe(exc: BaseException, url: str | None) -> str:
     """What went wrong, in words; never aiohttp's text (see the module docstring)."""
-    where = _where(exc, url)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _connect_failure(exc, where)
+        return _connect_failure(exc, f"{exc.host}:{exc.port}")
+    where = where_of(url)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"connecting to {where} timed out"
+        return phrase("connect_timeout", where)
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return f"{where} sent nothing for the read timeout"
+        return phrase("read_timeout", where)
     if isinstance(exc, TimeoutError):
-        return f"timed out waiting for a connection to {where}"
+        return phrase("pool_timeout", where)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"{where} closed the connection without answering"
+        return phrase("closed", where)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"the answer from {where} was cut off before its end"
+        return phrase("cut_off", where)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return f"malformed answer from {where}: {_malformed(exc)}"
+        return phrase("malformed", where, _malformed(exc))
     if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientConnectionResetError):
         return _os_failure(exc, where)
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return "invalid URL (only http:// and https:// are sent)"
+        return phrase("invalid_url")
     if isinstance(exc, aiohttp.ClientConnectionError):
-        return f"connection to {where} failed"
-    return f"HTTP client error talking to {where} ({type(exc).__name__})"
-
-
-def _where(exc: BaseException, url: str | None) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"{exc.host}:{exc.port}"
-    if url is None:
-        return "the server"
-    # Host and port only: a path or user part may carry a token.
-    with contextlib.suppress(ValueError):
-        parsed = httpx.URL(url)
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        return f"{parsed.host}:{port}"
-    return "the server"
+        return phrase("lost", where)
+    return phrase("other", where, type(exc).__name__)
 
 
 def _connect_failure(exc: aiohttp.ClientConnectorError, where: str) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"could not resolve the host of {where}"
+        return phrase("dns", where)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"the TLS certificate of {where} is not trusted"
+        return phrase("tls_untrusted", where)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return f"the TLS handshake with {where} failed"
+        return phrase("tls", where)
     code = exc.os_error.errno
     if code == errno.ECONNREFUSED:
-        return f"connection refused by {where}"
+        return phrase("refused", where)
     if code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return f"{where} is unreachable"
+        return phrase("unreachable", where)
     reason = exc.os_error.strerror or type(exc.os_error).__name__
-    return f"could not connect to {where} ({reason.lower()})"
+    return phrase("connect_failed", where, reason.lower())
 
 
 def _os_failure(exc: BaseException, where: str) -> str:
     code = getattr(exc, "errno", None)
     if isinstance(exc, ConnectionResetError) or code == errno.ECONNRESET:
-        return f"connection reset by {where}"
+        return phrase("reset", where)
     if code == errno.EPIPE:
-        return f"{where} closed the connection while the request was sent"
+        return phrase("broken_pipe", where)
     reason = getattr(exc, "strerror", None) or type(exc).__name__
-    return f"connection to {where} failed ({str(reason).lower()})"
+    return phrase("failed", where, str(reason).lower())
 
 
 _MALFORMED = (
-    ("BadStatusLine", "not an HTTP status line"),
-    ("LineTooLong", "a line too long"),
-    ("InvalidHeader", "an invalid header"),
-    ("TransferEncodingError", "broken chunked encoding"),
-    ("ContentLengthError", "a body shorter than its Content-Length"),
-    ("ContentEncodingError", "a body that does not decode"),
+    ("BadStatusLine", "status_line"),
+    ("LineTooLong", "line_too_long"),
+    ("InvalidHeader", "header"),
+    ("TransferEncodingError", "chunked"),
+    ("ContentLengthError", "short_body"),
+    ("ContentEncodingError", "encoding"),
 )
 
 
 def _malformed(exc: aiohttp.ClientResponseError) -> str:
     cause = exc.__cause__
     names = {cls.__name__ for cls in type(cause).__mro__} if cause is not None else set()
-    for name, words in _MALFORMED:
+    for name, what in _MALFORMED:
         if name in names:
-            return words
-    return "not valid HTTP"
+            return MALFORMED[what]
+    return MALFORMED["other"]
 
 
 class AiohttpResponse:

@@ -33,6 +33,7 @@ from llmroute._retry import (
     RandomSource,
     Retry,
     RetryState,
+    attempt_floor,
     cooldown_seconds,
     decide,
 )
@@ -302,11 +303,13 @@ class Walk:
         probe: Probe | None,
     ) -> Served[_T] | Failed:
         attempt_timeout = timeout if timeout is not None else cand.provider_config.timeout
+        floor = attempt_floor(attempt_timeout, call.deadline)
         retries_used = 0
         last: Failed | None = None
         while True:
             now = self.mono()
-            if call.spent(now):
+            # Too little time left for an attempt ends the call as if the deadline had passed.
+            if call.spent(now + floor):
                 return last or Failed("timeout", None, call.budget_text())
             picked = self.picker.pick_now(cand, tokens)
             if picked is None:

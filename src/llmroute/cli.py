@@ -24,13 +24,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from llmroute._cli_complete import one_line as _one_line
+from llmroute._cli_out import SECRET_NAME as _SECRET_NAME
+from llmroute._cli_out import Out as _Out
+from llmroute._cli_out import setup_logging as _setup_logging
 from llmroute.errors import ConfigError, LLMRouteError, RequestError
 
 if TYPE_CHECKING:
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-_SECRET_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
-#: shorter values are too likely to occur in ordinary text to be worth redacting
-_MIN_SECRET: Final = 6
 _EXIT_USAGE: Final = 2
 _EXIT_INTERRUPTED: Final = 130
 
@@ -49,45 +48,12 @@ class _Usage(Exception):
     """A usage error found after parsing (an empty prompt): exit status 2."""
 
 
-class _Out:
-    """stdout and stderr with every known secret replaced by `***`."""
-
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
-        self.stdout = stdout
-        self.stderr = stderr
-        self._secrets: tuple[str, ...] = ()
-        self.learn(v for k, v in os.environ.items() if _SECRET_NAME.search(k))
-
-    def learn(self, secrets: Iterable[str]) -> None:
-        found = {s for s in secrets if len(s) >= _MIN_SECRET} | set(self._secrets)
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = tuple(sorted(found, key=len, reverse=True))
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def print(self, text: str = "", *, end: str = "\n") -> None:
-        self.stdout.write(self.redact(text) + end)
-
-    def write(self, text: str) -> None:
-        """Stream a piece of text to stdout at once."""
-        self.stdout.write(self.redact(text))
-        self.stdout.flush()
-
-    def error(self, text: str) -> None:
-        self.stderr.write(self.redact(text) + "\n")
-        self.stderr.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `llmroute` command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     out = _Out(sys.stdout, sys.stderr)
+    _setup_logging(args.verbose, out)
     try:
         status: int = args.run(args, out)
         sys.stdout.flush()
@@ -342,19 +308,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
     return value
-
-
-def _setup_logging(verbose: int) -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-        if verbose
-        else "llmroute: %(levelname)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if verbose:
-        logging.getLogger("llmroute").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 @contextlib.contextmanager

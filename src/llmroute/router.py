@@ -26,6 +26,7 @@ from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain, key_status
 from llmroute._learning import Learner
 from llmroute._lifecycle import LoopGuard
+from llmroute._log_redact import RedactingFilter
 from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
 from llmroute._records import completion
@@ -161,6 +162,10 @@ class Router:
         )
         self._runner: asyncio.Runner | None = None
         self._guard = LoopGuard(self._new_loop)
+        # A user's httpx client logs request URLs, which may carry a `${VAR}` token.
+        self._log_filter = (
+            RedactingFilter(self._redact).install() if http_client is not None else None
+        )
 
     def _learner(self) -> Learner | None:
         """What follows the providers' own rate-limit reports (`learn_from_headers`)."""
@@ -226,15 +231,19 @@ class Router:
         if self._guard.closed:
             return
         self._guard.closed = True
-        for persister in self._persisters:
-            await persister.flush()
-        for provider in self._providers.values():
-            await provider.aclose()
-        if self._own_client and self._http_client is not None:
-            await self._http_client.aclose()
-            self._http_client = None
-        if self._own_store:
-            await self._store.aclose()
+        try:
+            for persister in self._persisters:
+                await persister.flush()
+            for provider in self._providers.values():
+                await provider.aclose()
+            if self._own_client and self._http_client is not None:
+                await self._http_client.aclose()
+                self._http_client = None
+            if self._own_store:
+                await self._store.aclose()
+        finally:
+            if self._log_filter is not None:
+                self._log_filter.remove()
 
     def __enter__(self) -> Router:
         return self

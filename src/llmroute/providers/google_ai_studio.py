@@ -28,6 +28,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import quote
 
+from llmroute._redact import Redactor
 from llmroute._registry import ProviderKind
 from llmroute.clock import Clock
 from llmroute.providers._gemini_errors import classify_error, next_pacific_midnight
@@ -115,6 +116,12 @@ class GoogleAIStudioProvider:
         self._urls: dict[str, tuple[str, str]] = {}
         #: the tool calls this provider's answers issued, for their ids and signatures
         self.calls = CallMemory()
+        # Everything this provider knows to be secret: its keys, and the `${VAR}` values in
+        # its headers and base_url. A key handed in that the config never listed (a test's
+        # own) gets a redactor of its own, built on its first use.
+        known = {*getattr(config, "secrets", ()), *_revealed(getattr(config, "keys", ()))}
+        self._redact = Redactor(known)
+        self._redactors: dict[str, Redactor] = dict.fromkeys(known, self._redact)
 
     def __repr__(self) -> str:
         return f"GoogleAIStudioProvider(name={self.name!r}, base_url={self._base_url!r})"
@@ -140,7 +147,7 @@ class GoogleAIStudioProvider:
                 f"HTTP {response.status_code}: unparsable response body (not a JSON object)",
                 status=response.status_code,
             )
-        return _parse_response(data, key, self.calls)
+        return _parse_response(data, self._redactor(key), self.calls)
 
     def _encoded_body(self, request: ProviderRequest) -> bytes:
         """The body, translated once per request: retries and other keys reuse it."""
@@ -160,7 +167,7 @@ class GoogleAIStudioProvider:
         key = _require_key(key)
         url = self._model_urls(request.model)[1]
         client = self._get_client()
-        state = _StreamState(key, self.calls)
+        state = _StreamState(self._redactor(key), self.calls)
         content = self._encoded_body(request)
         with map_transport_errors():
             # The context manager lives inside the generator, so aclose() on the generator
@@ -205,11 +212,18 @@ class GoogleAIStudioProvider:
         failure = classify_error(
             status, parse_json_body(content), headers, wall_now=self._clock.time()
         )
-        if key in failure.message:
+        message = self._redactor(key)(failure.message)
+        if message != failure.message:
             # Rewritten in place so every other field (present or future) stays as built.
-            failure.message = _scrub(failure.message, key)
-            failure.args = (failure.message,)
+            failure.message = message
+            failure.args = (message,)
         return failure
+
+    def _redactor(self, key: str) -> Redactor:
+        redact = self._redactors.get(key)
+        if redact is None:
+            redact = self._redactors[key] = Redactor((*self._redactors, key))
+        return redact
 
 
 class _StreamState:
@@ -219,10 +233,10 @@ class _StreamState:
     the closing event.
     """
 
-    __slots__ = ("calls", "finish", "first", "got_text", "key", "memory", "served", "usage")
+    __slots__ = ("calls", "finish", "first", "got_text", "memory", "redact", "served", "usage")
 
-    def __init__(self, key: str, memory: CallMemory) -> None:
-        self.key = key
+    def __init__(self, redact: Redactor, memory: CallMemory) -> None:
+        self.redact = redact
         self.memory = memory
         self.finish: str | None = None
         self.usage: Usage | None = None
@@ -238,7 +252,7 @@ class _StreamState:
             raise AttemptFailed("server_error", "unparsable stream event (not JSON)")
         if "error" in event:
             message = error_message(event, "error event in stream")
-            raise AttemptFailed("server_error", _scrub(f"stream error: {message}", self.key))
+            raise AttemptFailed("server_error", self.redact(f"stream error: {message}"))
         if self.first:
             self.first = False
             blocked = _blocked_prompt(event)
@@ -272,14 +286,14 @@ class _StreamState:
 
 
 def _parse_response(
-    data: JSONObject, key: str, memory: CallMemory | None = None
+    data: JSONObject, redact: Redactor, memory: CallMemory | None = None
 ) -> ProviderResponse:
     blocked = _blocked_prompt(data)
     if blocked is not None:
         raise blocked
     if "error" in data:
         message = error_message(data, "error object in a 200 answer")
-        raise AttemptFailed("server_error", _scrub(f"HTTP 200: {message}", key), status=200)
+        raise AttemptFailed("server_error", redact(f"HTTP 200: {message}"), status=200)
     candidate = _first_candidate(data)
     if candidate is None:
         raise AttemptFailed("server_error", "HTTP 200: answer has no candidates", status=200)
@@ -389,8 +403,11 @@ def _short(value: object) -> str:
     return str(value)[:40]
 
 
-def _scrub(message: str, key: str) -> str:
-    return message.replace(key, "***") if key else message
+def _revealed(keys: object) -> list[str]:
+    """The values of the config's keys (`Secret` objects, or plain strings)."""
+    if not isinstance(keys, tuple | list):
+        return []
+    return [str(k.reveal()) if hasattr(k, "reveal") else str(k) for k in keys if k]
 
 
 def _require_key(key: str | None) -> str:

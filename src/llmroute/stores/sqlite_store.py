@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -114,17 +115,39 @@ class SQLiteStore:
                 check_same_thread=False,
             )
             try:
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                # WAL with NORMAL survives a process crash; only a power cut can lose the
-                # last transactions, which a limiter can afford.
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(windows.SCHEMA + _SCHEMA)
+                self._prepare(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema, retried while other processes do the same: switching
+        a fresh file to WAL can answer "database is locked" at once, without waiting out
+        the busy timeout, when several processes open it together. This runs on the
+        store's own thread, so the pause between tries never blocks the event loop."""
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        give_up = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                # WAL with NORMAL survives a process crash; only a power cut can lose the
+                # last transactions, which a limiter can afford.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript("BEGIN IMMEDIATE;" + windows.SCHEMA + _SCHEMA + "COMMIT;")
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + pause > give_up:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
