@@ -215,16 +215,24 @@ async def iter_sse_data(response: HttpResponse) -> AsyncGenerator[str, None]:
     blank line is still delivered when the body ends.
     """
     data_lines: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data_lines:
-                yield "\n".join(data_lines)
-                data_lines = []
-            continue
-        if line[0] == ":":
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            data_lines.append(value[1:] if value.startswith(" ") else value)
-    if data_lines:
-        yield "\n".join(data_lines)
+    lines = response.aiter_lines()
+    try:
+        async for line in lines:
+            if not line:
+                if data_lines:
+                    yield "\n".join(data_lines)
+                    data_lines = []
+                continue
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if name == "data":
+                data_lines.append(value[1:] if value.startswith(" ") else value)
+        if data_lines:
+            yield "\n".join(data_lines)
+    finally:
+        # A line reader left open is closed by the garbage collector, through a task of
+        # its own, at some later point: close it with the stream instead.
+        close = getattr(lines, "aclose", None)
+        if close is not None:
+            await close()
