@@ -53,3 +53,15 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_router_import_loads_no_yaml_http_or_init() -> None:
+    # YAML loads with the first file read, the HTTP stack with the first provider, and
+    # `llmroute init`'s machinery only when asked for: none on the way to a Router.
+    heavy = ("httpx", "aiohttp", "yaml", "tenacity", "llmroute.config._init")
+    code = (
+        "import sys; from llmroute import Router; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

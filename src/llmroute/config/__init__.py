@@ -3,6 +3,8 @@ frozen objects, and is the only place that sees YAML or raw dicts."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from llmroute.config._catalogue import (
     CATALOGUE_FILES,
     DEFAULT_LIMITS,
@@ -12,7 +14,6 @@ from llmroute.config._catalogue import (
     shipped_root,
 )
 from llmroute.config._env import VAR as ENV_REFERENCE
-from llmroute.config._init import InitError, init_project, merge_project
 from llmroute.config._loader import ConfigSource, load_config, read_env
 from llmroute.config._schema import (
     CAPABILITIES,
@@ -28,6 +29,12 @@ from llmroute.config._schema import (
     Strategy,
 )
 from llmroute.config._yaml import YamlProblem, read_yaml
+
+if TYPE_CHECKING:
+    from llmroute.config._init import InitError, init_project, merge_project
+
+#: `llmroute init` and `--merge`, loaded when first asked for: never on a request's way
+_INIT_NAMES = frozenset({"InitError", "init_project", "merge_project"})
 
 __all__ = [
     "CAPABILITIES",
@@ -57,3 +64,11 @@ __all__ = [
     "resolve_sources",
     "shipped_root",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _INIT_NAMES:
+        from llmroute.config import _init
+
+        return getattr(_init, name)
+    raise AttributeError(f"module 'llmroute.config' has no attribute {name!r}")

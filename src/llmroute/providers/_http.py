@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Protocol
@@ -207,7 +207,7 @@ def map_transport_errors() -> Iterator[None]:
         raise transport_failure(exc) from exc
 
 
-async def iter_sse_data(response: HttpResponse) -> AsyncIterator[str]:
+async def iter_sse_data(response: HttpResponse) -> AsyncGenerator[str, None]:
     """Yield the `data` payload of each server-sent event as soon as the event is complete.
 
     Handles multi-line `data:` fields, comment and keep-alive lines (`:`), `\\r\\n` line ends

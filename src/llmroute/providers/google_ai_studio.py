@@ -23,6 +23,7 @@ Error bodies are read in `_gemini_errors`, the request and answer translation li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -182,10 +183,13 @@ class GoogleAIStudioProvider:
                 if not 200 <= response.status_code < 300:
                     content = await response.aread()
                     raise self._http_failure(response.status_code, content, response.headers, key)
-                async for data in iter_sse_data(response):
-                    text = state.feed(data)
-                    if text:
-                        yield StreamEvent(text=text)
+                # Closed here, not by the garbage collector, when a bad event ends the
+                # loop early: no reader task outlives the answer.
+                async with contextlib.aclosing(iter_sse_data(response)) as events:
+                    async for data in events:
+                        text = state.feed(data)
+                        if text:
+                            yield StreamEvent(text=text)
         yield state.close()
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
@@ -190,15 +191,18 @@ class OpenAICompatibleProvider:
                     )
                     failure.ratelimit = report
                     raise failure
-                async for data in iter_sse_data(response):
-                    if data == "[DONE]":
-                        state.done = True
-                        break
-                    piece = state.feed(data)
-                    if piece:
-                        # the first event carries the answer's rate-limit report
-                        yield StreamEvent(text=piece, ratelimit=report)
-                        report = None
+                # Closed here, not by the garbage collector, when [DONE] or a bad chunk
+                # ends the loop early: no reader task outlives the answer.
+                async with contextlib.aclosing(iter_sse_data(response)) as events:
+                    async for data in events:
+                        if data == "[DONE]":
+                            state.done = True
+                            break
+                        piece = state.feed(data)
+                        if piece:
+                            # the first event carries the answer's rate-limit report
+                            yield StreamEvent(text=piece, ratelimit=report)
+                            report = None
         closing = state.close()
         if report is not None:
             closing.ratelimit = report
