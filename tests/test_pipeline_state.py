@@ -5,9 +5,6 @@ semaphores) served from one event loop after another."""
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fake_cli import install_on_path
 from llmroute import Router
 from llmroute.errors import ProviderError, StoreError
 from llmroute.stores import MemoryStore
@@ -158,13 +156,7 @@ print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
 
 @pytest.fixture
 def fake_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "fake-claude"
-    exe.write_text(f"#!{sys.executable}\n{CLAUDE}")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return exe
+    return install_on_path("fake-claude", CLAUDE, tmp_path, monkeypatch)
 
 
 @pytest.mark.usefixtures("fake_claude")
