@@ -14,6 +14,14 @@ from llmroute.errors import ProviderError
 
 KEY = "sk-words-0123456789abcdef"
 
+#: (fault server's fault, words the attempt's error holds) that every client meets alike
+FAULT_WORDS = [
+    ("refused", "connection refused by 127.0.0.1:"),
+    ("reset", "connection reset by 127.0.0.1:"),
+    ("bad_status_line", "malformed answer from 127.0.0.1:"),
+    ("truncated_body", "cut off before its end"),
+]
+
 
 def one_model_config(base_url: str, wire: str, *, timeout: float) -> dict[str, Any]:
     """`p/m` alone, on `wire` ("openai" or "gemini") at `base_url`, never retried."""

@@ -15,20 +15,12 @@ import pytest
 from llmroute import Router
 from llmroute._transport_words import describe
 from llmroute.testing import FaultServer
-from transport_faults import KEY, assert_fails_in_words, one_model_config
+from transport_faults import FAULT_WORDS, KEY, assert_fails_in_words, one_model_config
 
 INTERNAL = ("All connection attempts", "bytearray", "illegal status", "Errno", "received ")
 
 
-@pytest.mark.parametrize(
-    ("fault", "words"),
-    [
-        ("refused", "connection refused by 127.0.0.1:"),
-        ("reset", "connection reset by 127.0.0.1:"),
-        ("bad_status_line", "malformed answer from 127.0.0.1:"),
-        ("truncated_body", "cut off before its end"),
-    ],
-)
+@pytest.mark.parametrize(("fault", "words"), FAULT_WORDS)
 @pytest.mark.parametrize("wire", ["openai", "gemini"])
 async def test_a_users_httpx_client_reports_failures_in_words(
     fault: str, words: str, wire: str, tmp_path: Path
