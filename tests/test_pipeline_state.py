@@ -5,16 +5,16 @@ semaphores) served from one event loop after another."""
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
-import sys
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from fake_cli import install_on_path
 from llmroute import Router
 from llmroute.errors import ProviderError, StoreError
 from llmroute.stores import MemoryStore
@@ -55,20 +55,29 @@ def gemini_router(
     )
 
 
-async def test_two_routers_sharing_a_store_spread_over_the_keys(tmp_path: Path) -> None:
-    clock = FakeClock()
-    script = FakeScript()
+@contextlib.asynccontextmanager
+async def two_routers_on_one_store(
+    script: FakeScript, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[tuple[Router, Router]]:
+    """Two routers, as two processes would run them, sharing one SQLite store."""
     store = SQLiteStore(tmp_path / "state.sqlite3")
     first = gemini_router(script, clock, store, tmp_path / "a")
     second = gemini_router(script, clock, store, tmp_path / "b")
     try:
-        for _ in range(6):
-            await first.complete("g/flash", "hi")
-            await second.complete("g/flash", "hi")
+        yield first, second
     finally:
         await first.aclose()
         await second.aclose()
         await store.aclose()
+
+
+async def test_two_routers_sharing_a_store_spread_over_the_keys(tmp_path: Path) -> None:
+    clock = FakeClock()
+    script = FakeScript()
+    async with two_routers_on_one_store(script, clock, tmp_path) as (first, second):
+        for _ in range(6):
+            await first.complete("g/flash", "hi")
+            await second.complete("g/flash", "hi")
     received = [KEYS.index(r.key or "") for r in script.requests]
     # One index for both: each key serves every third request, whichever router sent it.
     assert received == [0, 1, 2] * 4
@@ -158,13 +167,7 @@ print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
 
 @pytest.fixture
 def fake_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "fake-claude"
-    exe.write_text(f"#!{sys.executable}\n{CLAUDE}")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return exe
+    return install_on_path("fake-claude", CLAUDE, tmp_path, monkeypatch)
 
 
 @pytest.mark.usefixtures("fake_claude")
@@ -198,19 +201,12 @@ def test_cli_provider_serves_one_event_loop_after_another(tmp_path: Path) -> Non
 async def test_explain_reads_a_shared_index_without_moving_it(tmp_path: Path) -> None:
     clock = FakeClock()
     script = FakeScript()
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    first = gemini_router(script, clock, store, tmp_path / "a")
-    second = gemini_router(script, clock, store, tmp_path / "b")
-    try:
+    async with two_routers_on_one_store(script, clock, tmp_path) as (first, second):
         await first.complete("g/flash", "hi")  # key 0; the shared index moves to 1
         for _ in range(3):
             explained = await second.explain("g/flash", "hi")
             assert explained.candidates[0].key == "g#1"
         await second.complete("g/flash", "hi")
-    finally:
-        await first.aclose()
-        await second.aclose()
-        await store.aclose()
     assert [KEYS.index(r.key or "") for r in script.requests] == [0, 1]
 
 

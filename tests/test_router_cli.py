@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fake_cli import install_on_path
 from llmroute import Router
 from llmroute.errors import PaidModelBlockedError, ProviderUnavailableError, RateLimitedError
 
@@ -31,13 +29,7 @@ print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
 
 @pytest.fixture
 def fake_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "fake-claude"
-    exe.write_text(f"#!{sys.executable}\n{CLAUDE}")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return exe
+    return install_on_path("fake-claude", CLAUDE, tmp_path, monkeypatch)
 
 
 def config() -> dict[str, Any]:

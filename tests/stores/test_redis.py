@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from store_backends import RedisServer, redis_binary
+from store_backends import RedisServer
 from store_workers import admit_many
 
 from llmroute.errors import StoreError
@@ -19,17 +17,6 @@ from llmroute.stores import Bucket, Charge, RedisStore
 
 def fresh_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own, to stop and start."""
-    server = RedisServer(redis_binary(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_hosts_with_skewed_clocks_share_one_window(redis_server: RedisServer) -> None:

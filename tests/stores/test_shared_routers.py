@@ -6,13 +6,12 @@ from __future__ import annotations
 import multiprocessing
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from store_backends import RedisServer, redis_binary
+from store_backends import RedisServer
 from store_workers import KEYS, LIMITED_TPM, route_many
 
 from llmroute import Router
@@ -24,16 +23,6 @@ PROCESSES = 4
 REQUESTS = 250
 #: what the fake reports per request; the router's estimate ("hi" + max_tokens 16) is 21
 PROMPT_TOKENS, COMPLETION_TOKENS = 5, 12
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def location_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -184,14 +185,16 @@ async def test_a_stream_without_done_fails(openai_wire: Wire, body: bytes) -> No
 # -- through the router: before the first chunk a fallback, after it an interruption --------
 
 
-def two_candidate_router(bodies: dict[str, bytes], tmp_path: Any) -> Router:
-    def handler(req: httpx.Request) -> httpx.Response:
-        model = json.loads(req.content)["model"]
-        return httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, content=bodies[model]
-        )
-
-    models = {
+def openai_router(
+    handler: Callable[[httpx.Request], httpx.Response],
+    tmp_path: Any,
+    *,
+    models: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Router:
+    """A router over one OpenAI-compatible provider, `oai`, whose server is `handler`;
+    its models are `oai/a` alone unless given."""
+    config = {
         "providers": {
             "oai": {
                 "type": "openai_compatible",
@@ -199,18 +202,33 @@ def two_candidate_router(bodies: dict[str, bytes], tmp_path: Any) -> Router:
                 "api_key": "k" * 12,
             }
         },
-        "models": {
-            "oai/a": {"provider": "oai", "model": "a", "fallbacks": ["oai/b"]},
-            "oai/b": {"provider": "oai", "model": "b"},
-        },
+        "models": models or {"oai/a": {"provider": "oai", "model": "a"}},
     }
     return Router(
-        models,
-        {"strategy": {"max_attempts": 8}},
+        config,
+        settings or {},
         env_file=None,
         cache_dir=tmp_path,
         clock=FakeClock(),
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+
+def two_candidate_router(bodies: dict[str, bytes], tmp_path: Any) -> Router:
+    def handler(req: httpx.Request) -> httpx.Response:
+        model = json.loads(req.content)["model"]
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=bodies[model]
+        )
+
+    return openai_router(
+        handler,
+        tmp_path,
+        models={
+            "oai/a": {"provider": "oai", "model": "a", "fallbacks": ["oai/b"]},
+            "oai/b": {"provider": "oai", "model": "b"},
+        },
+        settings={"strategy": {"max_attempts": 8}},
     )
 
 
@@ -257,24 +275,7 @@ async def test_a_malformed_whole_answer_is_a_failure_too(tmp_path: Any) -> None:
         answer = {"choices": [{"message": {"content": None, "tool_calls": [{"function": {}}]}}]}
         return httpx.Response(200, json=answer)
 
-    models = {
-        "providers": {
-            "oai": {
-                "type": "openai_compatible",
-                "base_url": "http://wire.test/v1",
-                "api_key": "k" * 12,
-            }
-        },
-        "models": {"oai/a": {"provider": "oai", "model": "a"}},
-    }
-    router = Router(
-        models,
-        {},
-        env_file=None,
-        cache_dir=tmp_path,
-        clock=FakeClock(),
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )
+    router = openai_router(handler, tmp_path)
     async with router:
         with pytest.raises(ProviderError, match="no function name"):
             await router.complete("oai/a", "Go")
@@ -315,26 +316,7 @@ async def test_groq_garbled_tool_call_is_tried_again(tmp_path: Any) -> None:
             },
         ),
     ]
-    models = {
-        "providers": {
-            "oai": {
-                "type": "openai_compatible",
-                "base_url": "http://wire.test/v1",
-                "api_key": "k" * 12,
-            }
-        },
-        "models": {"oai/a": {"provider": "oai", "model": "a"}},
-    }
-    router = Router(
-        models,
-        {},
-        env_file=None,
-        cache_dir=tmp_path,
-        clock=FakeClock(),
-        http_client=httpx.AsyncClient(
-            transport=httpx.MockTransport(lambda request: answers.pop(0))
-        ),
-    )
+    router = openai_router(lambda request: answers.pop(0), tmp_path)
     tools = [{"type": "function", "function": {"name": "f"}}]
     async with router:
         answer = await router.complete("oai/a", "Go", tools=tools)

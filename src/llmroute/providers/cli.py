@@ -281,26 +281,28 @@ class ClaudeCodeProvider(_CliProvider):
             raw=final,
         )
 
-    async def stream(
+    def stream(
         self, request: ProviderRequest, key: str | None
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield text as the CLI prints it, then one event with finish reason and usage."""
         if not _is_stream_json(self._command):
-            response = await self.complete(request, key)
-            yield StreamEvent(
-                text=response.text,
-                finish_reason=response.finish_reason,
-                usage=response.usage,
-                served_model=response.served_model,
-            )
-            return
+            return self._whole_answer(request, key)
         reading = ClaudeStream(partial="--include-partial-messages" in self._command)
-        events = self._relay(
+        return self._relay(
             request, reading.feed, lambda ended: self._last_event(request, reading, ended)
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+
+    async def _whole_answer(
+        self, request: ProviderRequest, key: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The answer as one event, for a command whose output is not a stream of events."""
+        response = await self.complete(request, key)
+        yield StreamEvent(
+            text=response.text,
+            finish_reason=response.finish_reason,
+            usage=response.usage,
+            served_model=response.served_model,
+        )
 
     def _last_event(
         self, request: ProviderRequest, reading: ClaudeStream, ended: RunResult
@@ -373,17 +375,14 @@ class CodexCliProvider(_CliProvider):
             raw=turn.events,
         )
 
-    async def stream(
+    def stream(
         self, request: ProviderRequest, key: str | None
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield each agent message as Codex completes it, then one event with the usage."""
         turn = CodexTurn()
-        events = self._relay(
+        return self._relay(
             request, turn.feed_delta, lambda ended: self._last_event(request, turn, ended)
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
 
     def _last_event(
         self, request: ProviderRequest, turn: CodexTurn, ended: RunResult

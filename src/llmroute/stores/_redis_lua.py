@@ -35,43 +35,43 @@ else
 end
 """
 
-#: KEYS: per bucket (minute set, minute sum, day set, day sum), then the sequence counter.
-#: ARGV: caller's now ('' for the server's), tokens, then per bucket rpm, tpm, rpd, tpd
-#: (-1: no limit). Returns {0, member} when admitted, else {1, wait in us} (-1: never).
-ACQUIRE = (
+#: What ACQUIRE and PEEK share: the clock, the two spans, the request's tokens and how to
+#: read a member's tokens.
+_CHECK_HEAD = (
     _NOW
     + """
 local MINUTE, DAY = 60000000, 86400000000
 local tokens = tonumber(ARGV[2])
-local n = (#KEYS - 1) / 4
+"""
+)
 
+_COST_OF = """
 local function cost_of(member)
   return tonumber(string.match(member, ':(%d+)$'))
 end
+"""
 
--- A Lua number becomes a command argument through "%.14g": times are formatted exactly.
-local function prune(set, sum, cutoff)
-  cutoff = string.format('%.0f', cutoff)
-  local gone = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff)
-  if #gone > 0 then
-    local freed = 0
-    for _, member in ipairs(gone) do freed = freed + cost_of(member) end
-    redis.call('ZREMRANGEBYSCORE', set, '-inf', cutoff)
-    redis.call('DECRBY', sum, freed)
-  end
-end
 
--- When the window has room for one more request (0: it has room now).
+def _free_at(needs: str, page: str) -> str:
+    """Lua `free_at(set, sum, max_req, max_tok, span)`: when the window has room for one
+    more request (0: it has room now).
+
+    `needs` sets `need_req` and `need_tok`, how many of the oldest requests and tokens must
+    leave first; `page` is the call that reads the window's next 100 members from `start`,
+    oldest first, with their scores.
+    """
+    return (
+        """
 local function free_at(set, sum, max_req, max_tok, span)
-  local need_req, need_tok = 0, 0
-  if max_req >= 0 then need_req = redis.call('ZCARD', set) - max_req + 1 end
-  if max_tok >= 0 then
-    need_tok = tonumber(redis.call('GET', sum) or '0') + tokens - max_tok
-  end
+"""
+        + needs
+        + """
   if need_req <= 0 and need_tok <= 0 then return 0 end
   local seen, freed, t, start = 0, 0, now, 0
   while true do
-    local page = redis.call('ZRANGE', set, start, start + 99, 'WITHSCORES')
+    local page = """
+        + page
+        + """
     if #page == 0 then break end
     for i = 1, #page, 2 do
       seen = seen + 1
@@ -83,13 +83,23 @@ local function free_at(set, sum, max_req, max_tok, span)
   end
   return t + span
 end
+"""
+    )
 
+
+def _wait_for_buckets(never: str) -> str:
+    """Lua that sets `until_`, when every bucket has room (0: now), returning `never` when
+    a bucket can never admit the request. Uses the script's own `prune` and `free_at`."""
+    return (
+        """
 local until_ = 0
 for i = 0, n - 1 do
   local rpm, tpm = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
   local rpd, tpd = tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
   if rpm == 0 or rpd == 0 or (tpm >= 0 and tokens > tpm) or (tpd >= 0 and tokens > tpd) then
-    return {1, -1}
+    return """
+        + never
+        + """
   end
   local base = 4 * i
   prune(KEYS[base + 1], KEYS[base + 2], now - MINUTE)
@@ -101,6 +111,44 @@ for i = 0, n - 1 do
     until_ = math.max(until_, free_at(KEYS[base + 3], KEYS[base + 4], rpd, tpd, DAY))
   end
 end
+"""
+    )
+
+
+#: KEYS: per bucket (minute set, minute sum, day set, day sum), then the sequence counter.
+#: ARGV: caller's now ('' for the server's), tokens, then per bucket rpm, tpm, rpd, tpd
+#: (-1: no limit). Returns {0, member} when admitted, else {1, wait in us} (-1: never).
+ACQUIRE = (
+    _CHECK_HEAD
+    + """
+local n = (#KEYS - 1) / 4
+"""
+    + _COST_OF
+    + """
+-- A Lua number becomes a command argument through "%.14g": times are formatted exactly.
+local function prune(set, sum, cutoff)
+  cutoff = string.format('%.0f', cutoff)
+  local gone = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff)
+  if #gone > 0 then
+    local freed = 0
+    for _, member in ipairs(gone) do freed = freed + cost_of(member) end
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', cutoff)
+    redis.call('DECRBY', sum, freed)
+  end
+end
+"""
+    + _free_at(
+        needs="""
+  local need_req, need_tok = 0, 0
+  if max_req >= 0 then need_req = redis.call('ZCARD', set) - max_req + 1 end
+  if max_tok >= 0 then
+    need_tok = tonumber(redis.call('GET', sum) or '0') + tokens - max_tok
+  end
+""",
+        page="redis.call('ZRANGE', set, start, start + 99, 'WITHSCORES')",
+    )
+    + _wait_for_buckets(never="{1, -1}")
+    + """
 if until_ > 0 then return {1, math.max(until_ - now, 1)} end
 
 local at = string.format('%.0f', now)
@@ -131,17 +179,17 @@ return {0, member}
 #: KEYS, ARGV: as ACQUIRE, without the sequence counter. Returns the wait in us (0: fits
 #: now, -1: never).
 PEEK = (
-    _NOW
+    _CHECK_HEAD
     + """
-local MINUTE, DAY = 60000000, 86400000000
-local tokens = tonumber(ARGV[2])
 local n = #KEYS / 4
-
-local function cost_of(member)
-  return tonumber(string.match(member, ':(%d+)$'))
-end
-
-local function free_at(set, sum, max_req, max_tok, span)
+"""
+    + _COST_OF
+    + """
+-- Removes nothing: free_at looks past what has left the window instead.
+local function prune(set, sum, cutoff) end
+"""
+    + _free_at(
+        needs="""
   local cutoff = string.format('%.0f', now - span)
   local gone, gone_tokens = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff), 0
   for _, member in ipairs(gone) do gone_tokens = gone_tokens + cost_of(member) end
@@ -153,38 +201,12 @@ local function free_at(set, sum, max_req, max_tok, span)
     local used = tonumber(redis.call('GET', sum) or '0') - gone_tokens
     need_tok = used + tokens - max_tok
   end
-  if need_req <= 0 and need_tok <= 0 then return 0 end
-  local seen, freed, t, start = 0, 0, now, 0
-  while true do
-    local page = redis.call(
-      'ZRANGEBYSCORE', set, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', start, 100)
-    if #page == 0 then break end
-    for i = 1, #page, 2 do
-      seen = seen + 1
-      freed = freed + cost_of(page[i])
-      t = tonumber(page[i + 1])
-      if seen >= need_req and freed >= need_tok then return t + span end
-    end
-    start = start + 100
-  end
-  return t + span
-end
-
-local until_ = 0
-for i = 0, n - 1 do
-  local rpm, tpm = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
-  local rpd, tpd = tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
-  if rpm == 0 or rpd == 0 or (tpm >= 0 and tokens > tpm) or (tpd >= 0 and tokens > tpd) then
-    return -1
-  end
-  local base = 4 * i
-  if rpm >= 0 or tpm >= 0 then
-    until_ = math.max(until_, free_at(KEYS[base + 1], KEYS[base + 2], rpm, tpm, MINUTE))
-  end
-  if rpd >= 0 or tpd >= 0 then
-    until_ = math.max(until_, free_at(KEYS[base + 3], KEYS[base + 4], rpd, tpd, DAY))
-  end
-end
+""",
+        page="""redis.call(
+      'ZRANGEBYSCORE', set, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', start, 100)""",
+    )
+    + _wait_for_buckets(never="-1")
+    + """
 if until_ > 0 then return math.max(until_ - now, 1) end
 return 0
 """

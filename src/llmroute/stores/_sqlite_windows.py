@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from llmroute.stores.base import Bucket
@@ -273,16 +273,23 @@ def prune(conn: sqlite3.Connection, now: float) -> None:
 # -- correction and refund -----------------------------------------------------------------
 
 
+def _charges(
+    conn: sqlite3.Connection, ids: tuple[int, ...]
+) -> Iterator[tuple[int, tuple[str, int, int, int]]]:
+    """(id, (bucket, tokens, in_minute, in_day)) of each charge still recorded, read one at a
+    time so each row is current when the caller changes it."""
+    for rowid in ids:
+        row = conn.execute(
+            "SELECT bucket, tokens, in_minute, in_day FROM charges WHERE id = ?", (rowid,)
+        ).fetchone()
+        if row is not None:
+            yield rowid, row
+
+
 def commit(conn: sqlite3.Connection, ids: tuple[int, ...], tokens: int) -> None:
     """Correct a charge to the real total, in the windows it still counts in."""
     with transaction(conn):
-        for rowid in ids:
-            row = conn.execute(
-                "SELECT bucket, tokens, in_minute, in_day FROM charges WHERE id = ?", (rowid,)
-            ).fetchone()
-            if row is None:
-                continue
-            bucket, old, in_minute, in_day = row
+        for rowid, (bucket, old, in_minute, in_day) in _charges(conn, ids):
             delta = tokens - old
             conn.execute("UPDATE charges SET tokens = ? WHERE id = ?", (tokens, rowid))
             conn.execute(_ADD, (bucket, 0, delta * in_minute, 0, delta * in_day))
@@ -291,12 +298,6 @@ def commit(conn: sqlite3.Connection, ids: tuple[int, ...], tokens: int) -> None:
 def cancel(conn: sqlite3.Connection, ids: tuple[int, ...]) -> None:
     """Give a charge back whole, wherever it still counts."""
     with transaction(conn):
-        for rowid in ids:
-            row = conn.execute(
-                "SELECT bucket, tokens, in_minute, in_day FROM charges WHERE id = ?", (rowid,)
-            ).fetchone()
-            if row is None:
-                continue
-            bucket, old, in_minute, in_day = row
+        for rowid, (bucket, old, in_minute, in_day) in _charges(conn, ids):
             conn.execute("DELETE FROM charges WHERE id = ?", (rowid,))
             conn.execute(_ADD, (bucket, -in_minute, -old * in_minute, -in_day, -old * in_day))
