@@ -138,10 +138,9 @@ async def test_fault(fault: str, tmp_path: Path, caplog: pytest.LogCaptureFixtur
                 await user_client.aclose()
             connections_closed = await until(lambda: server.open_connections == 0)
         gc.collect()
-        # Objects the collector finalised may close async generators through short tasks
-        # of their own: those finish within a loop turn or two and are no leak.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        # Objects the collector finalised close their async generators through short tasks
+        # of their own: a task that ends within a second is clean-up, one that stays a leak.
+        await until(lambda: not asyncio.all_tasks() - tasks_before, seconds=1.0)
     report = {case.name: judge(fault, case) for case in cases}
     # httpx's own records included: a user's httpx client logs each request URL at INFO,
     # and the router masks the base_url secrets in them while it is open.
