@@ -234,3 +234,25 @@ async def test_a_single_key_refused_in_an_earlier_run_is_unavailable_at_once(
     finally:
         await store.aclose()
     assert len(script.requests) == 1
+
+
+def test_explain_is_synchronous_outside_and_inside_an_event_loop(tmp_path: Path) -> None:
+    """`router.explain` needs no event loop, and inside one it answers without `await`,
+    on the memory store and on a shared one alike."""
+    from llmroute import Explanation, Router
+    from llmroute.stores import MemoryStore, SQLiteStore
+
+    models = {
+        "providers": {"p": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {"p/a": {"provider": "p", "model": "a"}},
+    }
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "state.sqlite3")):
+        router = Router(models, {}, env_file=None, cache_dir=tmp_path, store=store)
+        outside = router.explain("p/a", "hi")
+        assert isinstance(outside, Explanation) and outside.chain == ("p/a",)
+
+        async def inside(router: Router = router) -> Explanation:
+            return router.explain("p/a", "hi")
+
+        assert asyncio.run(inside()) == outside
+        router.close()

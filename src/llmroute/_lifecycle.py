@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from llmroute.errors import LLMRouteError
 
-__all__ = ["LoopGuard", "running_loop"]
+__all__ = ["LoopGuard", "read_now", "running_loop"]
+
+_T = TypeVar("_T")
 
 _thread = threading.get_ident
 
@@ -80,3 +84,21 @@ class LoopGuard:
             self._active = 0
             if previous is not None:
                 self._on_new_loop()
+
+
+def read_now(make: Callable[[], Coroutine[Any, Any, _T]], *, inline: bool) -> _T:
+    """Run a read-only coroutine to its end from synchronous code, inside a running event
+    loop or not. `inline`: its reads never wait on I/O (the memory store), so it finishes in
+    the caller's thread at once. Otherwise it runs on a short-lived thread with an event
+    loop of its own, where a shared store opens connections for that loop."""
+    if inline:
+        coro = make()
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        # It waited after all (a store that says it is not shared, yet does I/O): run it
+        # where it can wait.
+        coro.close()
+    with ThreadPoolExecutor(1, thread_name_prefix="llmroute-read") as pool:
+        return pool.submit(asyncio.run, make()).result()

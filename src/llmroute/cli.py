@@ -423,13 +423,9 @@ def _explain(args: argparse.Namespace, out: _Out) -> int:
 
 
 async def _explain_async(args: argparse.Namespace, cfg: _Config, prompt: str, out: _Out) -> int:
-    import inspect
-
     router = cfg.router(out, args.verbose, cache_dir=args.cache_dir, use_paid_models=args.paid)
     async with router:
-        explanation: Any = router.explain(args.target, prompt)  # type: ignore[attr-defined,unused-ignore]
-        if inspect.isawaitable(explanation):
-            explanation = await explanation
+        explanation = router.explain(args.target, prompt)
     out.print(str(explanation))
     return 0
 

@@ -25,7 +25,7 @@ from llmroute._admission import Admission
 from llmroute._candidate import Candidate
 from llmroute._explain import explain_chain, key_status
 from llmroute._learning import Learner
-from llmroute._lifecycle import LoopGuard
+from llmroute._lifecycle import LoopGuard, read_now
 from llmroute._log_redact import RedactingFilter
 from llmroute._prepare import check_budget, prepare
 from llmroute._recorder import Call, Recorder
@@ -43,7 +43,7 @@ from llmroute.config import (
     read_env,
     resolve_sources,
 )
-from llmroute.errors import UnknownTargetError
+from llmroute.errors import LLMRouteError, UnknownTargetError
 from llmroute.gate import use_paid_models_from
 from llmroute.keys.rotation import KeyPool, key_pool
 from llmroute.providers import build_provider
@@ -468,7 +468,7 @@ class Router:
         finally:
             self._guard.leave()
 
-    async def explain(
+    def explain(
         self,
         target: str,
         prompt: str | Sequence[Message],
@@ -486,7 +486,12 @@ class Router:
     ) -> Explanation:
         """What a request sent now would meet at each candidate of the chain: skipped and
         why, the key slot it would use, the local wait, a cooldown. Nothing is sent,
-        charged or changed."""
+        charged or changed.
+
+        Synchronous, from any thread, inside an event loop or not. The memory store answers
+        at once; a shared store (SQLite, Redis) is read on a short-lived thread with an
+        event loop of its own, so the caller's loop waits for that read. The result may
+        also be awaited (`await router.explain(...)`)."""
         chain = self._chain(target)
         _request, needs, tokens = prepare(
             self._completion_estimate,
@@ -495,11 +500,12 @@ class Router:
         )  # fmt: skip
         if timeout is not None or deadline is not None:
             check_budget(timeout, deadline)
-        self._guard.enter()
-        try:
-            return await explain_chain(self._walk, target, chain, needs, tokens)
-        finally:
-            self._guard.leave()
+        if self._guard.closed:
+            raise LLMRouteError("router is closed")
+        return read_now(
+            lambda: explain_chain(self._walk, target, chain, needs, tokens),
+            inline=not getattr(self._store, "shared", True),
+        )
 
     # -- request preparation -----------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Attempt",
@@ -195,6 +196,12 @@ class Explanation:
     target: str
     chain: tuple[str, ...]
     candidates: tuple[CandidateExplanation, ...]
+
+    def __await__(self) -> Generator[Any, None, Explanation]:
+        """`router.explain(...)` is synchronous; awaiting its result gives it back as it is,
+        so `await router.explain(...)` reads the same in async code."""
+        return self
+        yield  # a generator that yields nothing: awaiting it never suspends
 
     def __str__(self) -> str:
         head = ("model", "provider", "outcome", "key", "wait", "cooldown", "reason")
