@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _TEXT = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".example"}
-#: a document cited in code, config or prose, such as `docs/providers.md 5.5` or `API.md`
+#: a document cited in code, config or prose, such as `docs/providers.md 5.5` or `NOTES.md`
 _CITED = re.compile(r"(?<![\w/.$-])((?:[\w.-]+/)*[\w-]+\.md)\b")
 #: in Markdown, also a repository path such as `config/limits.yaml` or `bench/results/x.png`
 _PATH = re.compile(
@@ -82,10 +82,13 @@ def test_no_reference_points_outside_the_repository() -> None:
 
 
 def test_the_check_catches_a_dead_reference(tmp_path: Path) -> None:
-    assert _CITED.findall("see API.md section 2 and PROVIDERS.md 5.5") == ["API.md", "PROVIDERS.md"]
+    assert _CITED.findall("see NOWHERE.md section 2 and ELSEWHERE.md 5.5") == [
+        "NOWHERE.md",
+        "ELSEWHERE.md",
+    ]
     assert _LINK.findall("[x](docs/nowhere.md#a) [y](https://example.org/a.md)") == [
         "docs/nowhere.md"
     ]
-    assert not _exists("API.md", ROOT / "README.md")
+    assert not _exists("NOWHERE.md", ROOT / "README.md")
     assert _exists("docs/providers.md", ROOT / "README.md")
     assert _exists("providers.md", ROOT / "docs" / "reference.md")

@@ -106,12 +106,12 @@ async def test_no_secret_leaks(
 # -- every interpolated secret, and fragments of each ----------------------------------
 
 INTERPOLATED = {
-    "LEAK_OAI_KEY": "sk-leak-4f1c9a7e2b3d8f60a5c4e3d2",
-    "LEAK_GEM_KEY_1": "AIzaLeak7d3e9b1f0c2a4e6d8b0f1a2c",
-    "LEAK_GEM_KEY_2": "AIzaLeak0b9a8c7d6e5f4a3b2c1d0e9f",
+    "LEAK_OAI_KEY": "fake-oai-leak-4f1c9a7e2b3d8f60a5c4e3d2",
+    "LEAK_GEM_KEY_1": "fake-gem-leak-7d3e9b1f0c2a4e6d8b0f1a2c",
+    "LEAK_GEM_KEY_2": "fake-gem-leak-0b9a8c7d6e5f4a3b2c1d0e9f",
     "LEAK_ORG_TOKEN": "org-tok-e8d7c6b5a4f3e2d1c0b9",
     "LEAK_TENANT": "tenant-9f8e7d6c5b4a3f2e",
-    "LEAK_CLI_KEY": "sk-ant-leak-3a4b5c6d7e8f9a0b1c2d",
+    "LEAK_CLI_KEY": "fake-cli-leak-3a4b5c6d7e8f9a0b1c2d",
 }
 
 FAKE_CLI = """
