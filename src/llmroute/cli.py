@@ -401,10 +401,16 @@ def _check(args: argparse.Namespace, out: _Out) -> int:
 # -- llmroute complete -----------------------------------------------------------------------
 
 
-def _complete(args: argparse.Namespace, out: _Out) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+def _prompt_of(args: argparse.Namespace) -> str:
+    """The PROMPT argument, or standard input for `-`; a usage error when it is empty."""
+    prompt: str = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise _Usage("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    return prompt
+
+
+def _complete(args: argparse.Namespace, out: _Out) -> int:
+    prompt = _prompt_of(args)
     from llmroute._cli_complete import run_complete
 
     cfg = _Config(args.config, args.env_file)
@@ -415,17 +421,11 @@ def _complete(args: argparse.Namespace, out: _Out) -> int:
 
 
 def _explain(args: argparse.Namespace, out: _Out) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt.strip():
-        raise _Usage("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    prompt = _prompt_of(args)
     cfg = _Config(args.config, args.env_file)
-    return asyncio.run(_explain_async(args, cfg, prompt, out))
-
-
-async def _explain_async(args: argparse.Namespace, cfg: _Config, prompt: str, out: _Out) -> int:
-    router = cfg.router(out, args.verbose, cache_dir=args.cache_dir, use_paid_models=args.paid)
-    async with router:
-        explanation = router.explain(args.target, prompt)
+    # explain is synchronous and sends nothing: no event loop needed here
+    with cfg.router(out, args.verbose, cache_dir=args.cache_dir, use_paid_models=args.paid) as r:
+        explanation = r.explain(args.target, prompt)
     out.print(str(explanation))
     return 0
 
