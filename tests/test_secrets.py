@@ -82,16 +82,7 @@ async def test_no_secret_leaks(
     texts: list[str] = [repr(router), repr(router.config)]
     async with router:
         for call in ("complete", "stream"):
-            try:
-                if call == "complete":
-                    texts.append(repr(await router.complete(target, "hi")))
-                else:
-                    texts.extend([repr(c) async for c in router.stream(target, "hi")])
-            except LLMRouteError as exc:
-                texts += [str(exc), repr(exc), repr(exc.args)]
-                texts += [repr(a) for a in getattr(exc, "attempts", [])]
-                cause = exc.__cause__ or exc.__context__
-                texts.append(repr(cause))
+            texts += await texts_of_call(router, call, target)
             texts.append(repr(await router.key_status()))
             texts.append(repr(router.usage()))
     texts.append(caplog.text)
@@ -222,16 +213,7 @@ async def test_no_interpolated_secret_or_fragment_leaks(
     texts += [repr(p) for p in router.config.models.providers.values()]
     async with router:
         for call in ("complete", "stream"):
-            try:
-                if call == "complete":
-                    texts.append(repr(await router.complete(target, "hi")))
-                else:
-                    texts.extend([repr(c) async for c in router.stream(target, "hi")])
-            except LLMRouteError as exc:
-                texts += [str(exc), repr(exc), repr(exc.args)]
-                texts += [repr(a) for a in getattr(exc, "attempts", [])]
-                cause = exc.__cause__ or exc.__context__
-                texts += [repr(cause), str(cause)]
+            texts += await texts_of_call(router, call, target)
         texts.append(repr(await router.explain(target, "hi")))
         texts.append(repr(await router.key_status()))
     # Every record but httpx's own: a user's httpx client logs each request URL at INFO,
@@ -239,3 +221,22 @@ async def test_no_interpolated_secret_or_fragment_leaks(
     texts += [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
     texts += [r.exc_text or "" for r in caplog.records]
     assert fragments_in("\n".join(texts)) == []
+
+
+async def texts_of_call(router: Router, call: str, target: str) -> list[str]:
+    """Everything one call leaves for a user to see: the result's repr, or the error's
+    text, repr, args, attempts and cause."""
+    try:
+        if call == "complete":
+            return [repr(await router.complete(target, "hi"))]
+        return [repr(c) async for c in router.stream(target, "hi")]
+    except LLMRouteError as exc:
+        cause = exc.__cause__ or exc.__context__
+        return [
+            str(exc),
+            repr(exc),
+            repr(exc.args),
+            *(repr(a) for a in getattr(exc, "attempts", [])),
+            repr(cause),
+            str(cause),
+        ]
